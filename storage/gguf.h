@@ -99,6 +99,11 @@ void sp_gguf_w_str(sp_gguf_writer *w, const char *key, const char *v);
 void sp_gguf_w_arr_str(sp_gguf_writer *w, const char *key, const char *const *v, uint64_t n);
 void sp_gguf_w_arr_f32(sp_gguf_writer *w, const char *key, const float *v, uint64_t n);
 void sp_gguf_w_arr_i32(sp_gguf_writer *w, const char *key, const int32_t *v, uint64_t n);
+/* Any value, as the reader represents it: every scalar type, strings, arrays of any element type,
+ * arrays of arrays (up to 8 levels). Scalar array elements are taken from arr.raw (packed
+ * little-endian), strings from arr.strs, nested arrays from arr.vals; so a value read from an open
+ * file can be copied as is (its key, not NUL-terminated there, must be made a C string first). */
+void sp_gguf_w_value(sp_gguf_writer *w, const char *key, const sp_gguf_value *v);
 /* Add a tensor; `data` (sp_type_row_bytes(type, ne[0]) * rows bytes) is copied. ne[0] is the row length. */
 void sp_gguf_w_tensor(sp_gguf_writer *w, const char *name, uint32_t type, uint32_t n_dims,
                       const int64_t *ne, const void *data);

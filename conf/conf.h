@@ -1,0 +1,19 @@
+/* conf/conf.h — configuration shared by every module: where sparrow keeps its files, and small
+ * helpers for reading numeric flags. (Config files and device profiles join here later.) */
+#ifndef SP_CONF_H
+#define SP_CONF_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* $SPARROW_CACHE_DIR, else $XDG_CACHE_HOME/sparrow, else $HOME/.cache/sparrow, else /tmp/sparrow.
+ * Writes into buf; creates the directory (and parents). Returns false if it cannot be created. */
+bool sp_conf_cache_dir(char *buf, size_t cap);
+
+/* Strict numeric parsing of a flag value: the whole string must be a number in range. */
+bool sp_conf_parse_i64(const char *s, int64_t lo, int64_t hi, int64_t *out);
+bool sp_conf_parse_f32(const char *s, float lo, float hi, float *out);
+bool sp_conf_parse_u64(const char *s, uint64_t *out);
+
+#endif

@@ -1,0 +1,76 @@
+/* engine/model.h — a loaded model: hyper-parameters from GGUF metadata, weight matrices viewing the
+ * mmapped file, the tokenizer; and sp_ctx, one sequence's KV cache and forward pass.
+ * Architectures: llama (Llama 2/3, TinyLlama, SmolLM), qwen2 (q/k/v biases), qwen3 (per-head q/k
+ * RMSNorm). The model is read-only once loaded, so several contexts may share it. */
+#ifndef SP_ENGINE_MODEL_H
+#define SP_ENGINE_MODEL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "engine/tok.h"
+#include "kernels/kernels.h"
+#include "storage/gguf.h"
+
+typedef enum { SP_ARCH_LLAMA, SP_ARCH_QWEN2, SP_ARCH_QWEN3 } sp_arch;
+
+typedef struct {
+    sp_arch arch;
+    char arch_name[32];
+    int32_t n_vocab;
+    int32_t n_embd;
+    int32_t n_layer;
+    int32_t n_head;
+    int32_t n_head_kv;
+    int32_t head_dim;   /* attention.key_length, else n_embd / n_head */
+    int32_t n_ff;
+    int32_t n_ctx_train;
+    int32_t n_rot;      /* rope.dimension_count, else head_dim */
+    float rope_theta;
+    float rms_eps;
+    bool rope_neox;     /* qwen2/qwen3: pairs (i, i + n_rot/2); llama: adjacent pairs */
+} sp_hparams;
+
+typedef struct {
+    float *attn_norm;
+    sp_mat wq, wk, wv, wo;
+    float *bq, *bk, *bv;        /* qwen2 only */
+    float *q_norm, *k_norm;     /* qwen3 only, head_dim each */
+    float *ffn_norm;
+    sp_mat w_gate, w_up, w_down;
+} sp_layer;
+
+typedef struct {
+    sp_gguf *gguf;
+    sp_hparams hp;
+    sp_mat tok_embd;            /* [n_vocab][n_embd] */
+    sp_mat output;              /* == tok_embd when tied */
+    bool tied;
+    float *output_norm;
+    float *rope_freqs;          /* Llama 3.1+ frequency factors (n_rot/2) or NULL */
+    sp_layer *layers;
+    sp_tok *tok;
+    bool synthetic;             /* written by `sparrow synth`: random weights */
+    const sp_kernels *k;
+} sp_model;
+
+sp_model *sp_model_load(const char *path, char *err, size_t errlen);
+void sp_model_free(sp_model *m);
+/* Total bytes of weight data (as stored). */
+uint64_t sp_model_weight_bytes(const sp_model *m);
+
+/* One sequence: KV cache (grows as it fills, up to n_ctx) and scratch. */
+typedef struct sp_ctx sp_ctx;
+/* n_ctx <= 0: the model's training context. */
+sp_ctx *sp_ctx_new(const sp_model *m, int32_t n_ctx, char *err, size_t errlen);
+void sp_ctx_free(sp_ctx *c);
+int32_t sp_ctx_n_ctx(const sp_ctx *c);
+int32_t sp_ctx_n_past(const sp_ctx *c);
+void sp_ctx_reset(sp_ctx *c);
+/* Feed n tokens at positions n_past.. ; logits receives n rows (all_logits) or the last row only
+ * (n_vocab floats each). Returns 0, or -1 with err set (bad token id, context full, no memory). */
+int sp_ctx_eval(sp_ctx *c, const int32_t *tokens, int32_t n, float *logits, bool all_logits,
+                char *err, size_t errlen);
+
+#endif
