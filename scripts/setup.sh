@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# scripts/setup.sh — install the Debian 12 packages sparrow's build and tests need (apt-get).
+# Does nothing when they are all present; uses sudo when not run as root.
+set -euo pipefail
+
+PACKAGES=(
+  build-essential cmake pkg-config   # compiler and build
+  clang libclang-rt-14-dev            # libFuzzer targets, sanitizer runtimes
+  libcriterion-dev                    # unit tests
+  python3 python3-numpy               # reference checkers in ../shared (check_logits.py)
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+SUDO=""
+[ "$(id -u)" -ne 0 ] && SUDO="sudo"
+echo "setup: installing ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get install -y --no-install-recommends "${missing[@]}" ||
+  { $SUDO apt-get update && $SUDO apt-get install -y --no-install-recommends "${missing[@]}"; }
