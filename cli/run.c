@@ -181,7 +181,7 @@ static int generate(const run_opts *o, sp_model *m, sp_ctx *ctx, const int32_t *
     sp_sampler *s = sp_sampler_new(&o->sp, n_vocab);
     if (!logits || !s) { fprintf(stderr, "sparrow run: out of memory\n"); free(logits); sp_sampler_free(s); return 1; }
     sp_detok d;
-    sp_detok_init(&d, m->tok, true);
+    sp_detok_init(&d, m->tok, o->echo); /* SentencePiece: no space before the first word */
     if (o->echo)
         for (int32_t i = 0; i < n_prompt; i++) emit(&d, prompt[i]);
 

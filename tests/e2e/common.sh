@@ -7,6 +7,8 @@ SH=$SPARROW_SHARED
 T=$(mktemp -d "${TMPDIR:-/tmp}/sparrow-e2e.XXXXXX")
 trap 'rm -rf "$T"' EXIT
 export SPARROW_CACHE_DIR=$T/cache
+# the system python (Debian python3-numpy), not a user pyenv without numpy
+PY=/usr/bin/python3; [ -x "$PY" ] || PY=python3
 fails=0
 pass() { echo "ok   $*"; }
 fail() { echo "FAIL $*"; fails=$((fails + 1)); }

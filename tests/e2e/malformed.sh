@@ -13,7 +13,7 @@ check_bad() { # FILE EXPECTED-PHRASE
   done
 }
 check_bad "$SH/models/malformed/truncated-tensor-data.gguf" "past end of file"
-"$SP" inspect "$SH/models/malformed/valid-no-tensors.gguf" >"$T/out" && grep -q "tensors: 0" "$T/out" &&
+"$SP" inspect "$SH/models/malformed/valid-no-tensors.gguf" >"$T/out" && grep -Eq "n_tensors: +0" "$T/out" &&
   pass "valid-no-tensors inspects" || fail "valid-no-tensors: $(cat "$T/out")"
 "$SP" run -m "$SH/models/malformed/valid-no-tensors.gguf" -p hi -n 1 >/dev/null 2>"$T/err" && fail "run valid-no-tensors should fail" ||
   { grep -q "missing" "$T/err" && pass "run valid-no-tensors: $(cat "$T/err")" || fail "run valid-no-tensors: $(cat "$T/err")"; }
@@ -27,7 +27,7 @@ for cut in 3 10 23 100 5000 20000 $((size / 2)) $((size - 1)); do
 done
 printf 'GGUX' | cat - <(tail -c +5 "$src") >"$T/badmagic.gguf"; check_bad "$T/badmagic.gguf" "magic"
 # n_tensors (bytes 8..15) = 2^62
-python3 - "$src" "$T/hugecount.gguf" <<'PY'
+"$PY" - "$src" "$T/hugecount.gguf" <<'PY'
 import sys, struct
 b = bytearray(open(sys.argv[1], 'rb').read()); b[8:16] = struct.pack('<Q', 1 << 62); open(sys.argv[2], 'wb').write(b)
 PY

@@ -2,17 +2,17 @@
 # continuation of llama2.c's run.c for every prompt in ../shared/models/reference/stories260K.json.
 source "$(dirname "$0")/common.sh"
 ref=$SH/models/reference/stories260K.json
-n=$(python3 -c 'import json,sys; print(len(json.load(open(sys.argv[1]))))' "$ref")
+n=$("$PY" -c 'import json,sys; print(len(json.load(open(sys.argv[1]))))' "$ref")
 for model in stories260K.gguf stories260K-q8_0.gguf; do
   for ((i = 0; i < n; i++)); do
-    prompt=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[int(sys.argv[2])]["prompt"], end="")' "$ref" "$i")
-    python3 -c 'import json,sys; d=json.load(open(sys.argv[1]))[int(sys.argv[2])]; sys.stdout.write(d["prompt"] + d["completion"] + "\n")' "$ref" "$i" >"$T/want"
-    npred=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[int(sys.argv[2])]["n_predict"])' "$ref" "$i")
+    prompt=$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))[int(sys.argv[2])]["prompt"], end="")' "$ref" "$i")
+    "$PY" -c 'import json,sys; d=json.load(open(sys.argv[1]))[int(sys.argv[2])]; sys.stdout.write(d["prompt"] + d["completion"] + "\n")' "$ref" "$i" >"$T/want"
+    npred=$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))[int(sys.argv[2])]["n_predict"])' "$ref" "$i")
     "$SP" run -m "$SH/models/$model" -p "$prompt" -n "$npred" --temp 0 >"$T/got" 2>"$T/err"
     if cmp -s "$T/want" "$T/got"; then pass "$model: '$prompt'"; else
       fail "$model: '$prompt'"; diff <(cat "$T/want") <(cat "$T/got") | head -5; fi
     # the generated part alone, without the echoed prompt
-    python3 -c 'import json,sys; d=json.load(open(sys.argv[1]))[int(sys.argv[2])]; sys.stdout.write(d["completion"] + "\n")' "$ref" "$i" >"$T/want2"
+    "$PY" -c 'import json,sys; d=json.load(open(sys.argv[1]))[int(sys.argv[2])]; sys.stdout.write(d["completion"] + "\n")' "$ref" "$i" >"$T/want2"
     "$SP" run -m "$SH/models/$model" -p "$prompt" -n "$npred" --temp 0 --no-echo >"$T/got2" 2>/dev/null
     cmp -s "$T/want2" "$T/got2" && pass "$model --no-echo: '$prompt'" || fail "$model --no-echo: '$prompt'"
   done

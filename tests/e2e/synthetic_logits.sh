@@ -8,7 +8,7 @@ for g in "$dir"/*.gguf; do
   name=$(basename "$g" .gguf)
   "$SP" run -m "$g" --prompt-ids "$(cat "$dir/$name.tokens.txt")" -n 0 --no-echo --logits-out "$T/$name.f32" >/dev/null 2>"$T/err" ||
     { fail "$name: run failed: $(cat "$T/err")"; continue; }
-  if out=$(python3 "$dir/check_logits.py" "$dir/$name.logits.f32" "$T/$name.f32" exact 2>&1); then
+  if out=$("$PY" "$dir/check_logits.py" "$dir/$name.logits.f32" "$T/$name.f32" exact 2>&1); then
     pass "$name: $(echo "$out" | head -1)"; else fail "$name"; echo "$out"; fi
   count=$((count + 1))
 done
