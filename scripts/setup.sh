@@ -7,6 +7,8 @@ PACKAGES=(
   build-essential cmake pkg-config   # compiler and build
   clang libclang-rt-14-dev            # libFuzzer targets, sanitizer runtimes
   libcriterion-dev                    # unit tests
+  libcjson-dev                        # JSON (api/)
+  python3-jinja2                      # the chat-template oracle (../shared/templates/render_reference.py)
   python3 python3-numpy               # reference checkers in ../shared (check_logits.py)
 )
 
