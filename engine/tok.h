@@ -25,6 +25,7 @@ int32_t sp_tok_n_vocab(const sp_tok *t);
 int32_t sp_tok_bos(const sp_tok *t);  /* -1 if none */
 int32_t sp_tok_eos(const sp_tok *t);
 bool sp_tok_add_bos(const sp_tok *t); /* tokenizer.ggml.add_bos_token */
+bool sp_tok_add_space_prefix(const sp_tok *t); /* tokenizer.ggml.add_space_prefix (SPM "▁" prefix) */
 bool sp_tok_is_eog(const sp_tok *t, int32_t id); /* end of generation (eos, eot, ...) */
 
 /* Encode text. add_special: BOS (and EOS) per the vocab's flags. parse_special: control / user-defined
@@ -34,7 +35,7 @@ int32_t sp_tok_encode(const sp_tok *t, const char *text, size_t len, bool add_sp
                       bool parse_special, int32_t *out, int32_t max);
 
 /* The bytes one token stands for (▁ → space, <0xNN> → that byte). Control tokens give "" unless
- * `special`. Returns the byte count (may exceed cap; nothing written past cap). */
+ * `special`. Returns the byte count (may exceed cap; nothing written past cap); -1 for a bad id. */
 int32_t sp_tok_piece(const sp_tok *t, int32_t id, bool special, char *buf, int32_t cap);
 /* The token's raw vocabulary text (for inspect / debug). */
 const char *sp_tok_text(const sp_tok *t, int32_t id);
@@ -47,9 +48,12 @@ typedef struct {
     bool first;         /* strip the leading space of the first piece after BOS (SentencePiece) */
 } sp_detok;
 void sp_detok_init(sp_detok *d, const sp_tok *t, bool strip_leading_space);
-/* Append the text of `id` to out (cap bytes); returns bytes written (always whole UTF-8 chars). */
+/* Append the text of `id` to out (cap bytes); returns bytes written (always whole UTF-8 chars).
+ * -1 (and nothing consumed) for a bad id or when the text does not fit: a buffer of
+ * sp_detok_max_bytes(t) bytes always suffices. */
 int32_t sp_detok_push(sp_detok *d, int32_t id, char *out, int32_t cap);
-/* Flush what is held back (invalid trailing bytes become U+FFFD). */
+int32_t sp_detok_max_bytes(const sp_tok *t); /* most bytes one sp_detok_push can write */
+/* Flush what is held back (invalid trailing bytes become U+FFFD; needs cap >= 3, else -1). */
 int32_t sp_detok_flush(sp_detok *d, char *out, int32_t cap);
 
 #endif

@@ -1,0 +1,455 @@
+/* tests/unit/test_tok.c — the tokenizer (engine/tok*.c): SentencePiece encoding against the
+ * stories260K reference prompts and the llama-spm / phi-3 vocabulary test vectors, round trips on
+ * the full Llama 2 vocabulary, special-token parsing, streaming detokenization and load errors. */
+#include <criterion/criterion.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine/tok.h"
+#include "storage/gguf.h"
+#include "testutil.h"
+
+/* ---- helpers ---- */
+
+typedef struct {
+    sp_gguf *g;
+    sp_tok *t;
+} tok_fixture;
+
+static tok_fixture load(const char *rel) {
+    char err[256] = "";
+    tok_fixture f = {0};
+    f.g = sp_gguf_open(tu_shared(rel), err, sizeof err);
+    cr_assert(f.g, "open %s: %s", rel, err);
+    f.t = sp_tok_from_gguf(f.g, err, sizeof err);
+    cr_assert(f.t, "tokenizer %s: %s", rel, err);
+    return f;
+}
+
+static void unload(tok_fixture f) {
+    sp_tok_free(f.t);
+    sp_gguf_close(f.g);
+}
+
+/* Encode into a malloc'd array (*n ids). */
+static int32_t *enc(const sp_tok *t, const char *text, size_t len, bool add_special, bool parse_special, int32_t *n) {
+    int32_t need = sp_tok_encode(t, text, len, add_special, parse_special, NULL, 0);
+    cr_assert_geq(need, 0, "encode failed");
+    int32_t *ids = malloc(((size_t)need + 1) * sizeof *ids);
+    int32_t got = sp_tok_encode(t, text, len, add_special, parse_special, ids, need);
+    cr_assert_eq(got, need);
+    *n = need;
+    return ids;
+}
+
+static int32_t *enc_s(const sp_tok *t, const char *text, bool add_special, bool parse_special, int32_t *n) {
+    return enc(t, text, strlen(text), add_special, parse_special, n);
+}
+
+/* Decode ids with the streaming detokenizer (plus flush) into a malloc'd NUL-terminated string. */
+static char *dec(const sp_tok *t, const int32_t *ids, int32_t n, bool strip) {
+    sp_detok d;
+    sp_detok_init(&d, t, strip);
+    int32_t step = sp_detok_max_bytes(t);
+    char *s = malloc((size_t)(n + 1) * (size_t)step + 1);
+    size_t len = 0;
+    for (int32_t i = 0; i < n; i++) {
+        int32_t w = sp_detok_push(&d, ids[i], s + len, step);
+        cr_assert_geq(w, 0, "detok push failed on id %d", ids[i]);
+        len += (size_t)w;
+    }
+    int32_t w = sp_detok_flush(&d, s + len, step);
+    cr_assert_geq(w, 0);
+    len += (size_t)w;
+    s[len] = 0;
+    return s;
+}
+
+static int32_t find_token(const sp_tok *t, const char *text) {
+    for (int32_t i = 0; i < sp_tok_n_vocab(t); i++)
+        if (strcmp(sp_tok_text(t, i), text) == 0) return i;
+    cr_assert_fail("token '%s' not in vocabulary", text);
+    return -1;
+}
+
+static int32_t byte_token(const sp_tok *t, unsigned char b) {
+    char buf[8];
+    snprintf(buf, sizeof buf, "<0x%02X>", b);
+    return find_token(t, buf);
+}
+
+static char *fmt_ids(const int32_t *ids, int32_t n) {
+    char *s = malloc((size_t)n * 12 + 1);
+    size_t len = 0;
+    s[0] = 0;
+    for (int32_t i = 0; i < n; i++) len += (size_t)sprintf(s + len, i ? " %d" : "%d", ids[i]);
+    return s;
+}
+
+static bool ids_eq(const int32_t *a, int32_t na, const int32_t *b, int32_t nb) {
+    return na == nb && (na == 0 || memcmp(a, b, (size_t)na * sizeof *a) == 0);
+}
+
+/* ---- stories260K reference prompts ---- */
+
+Test(tok, stories260k_reference_prompts) {
+    static const struct {
+        const char *prompt;
+        int32_t ids[8];
+        int32_t n;
+    } ref[] = {
+        {"Once upon a time", {1, 403, 407, 261, 378}, 5},
+        {"Lily and Ben", {1, 317, 269, 368, 302}, 5},
+        {"The little dog", {1, 291, 376, 400, 428}, 5},
+        {"One day, a cat", {1, 385, 328, 432, 261, 280, 294}, 7},
+    };
+    tok_fixture f = load("models/stories260K.gguf");
+    cr_assert_eq(sp_tok_n_vocab(f.t), 512);
+    cr_assert_eq(sp_tok_bos(f.t), 1);
+    cr_assert_eq(sp_tok_eos(f.t), 2);
+    cr_assert(sp_tok_add_bos(f.t));
+    for (size_t i = 0; i < sizeof ref / sizeof ref[0]; i++) {
+        int32_t n;
+        int32_t *ids = enc_s(f.t, ref[i].prompt, true, false, &n);
+        char *got = fmt_ids(ids, n), *want = fmt_ids(ref[i].ids, ref[i].n);
+        cr_expect(ids_eq(ids, n, ref[i].ids, ref[i].n), "'%s': got [%s], want [%s]", ref[i].prompt, got, want);
+        char *text = dec(f.t, ids, n, true);
+        cr_expect_str_eq(text, ref[i].prompt);
+        free(text);
+        free(got);
+        free(want);
+        free(ids);
+    }
+    unload(f);
+}
+
+/* ---- vocabulary test vectors (tokenizers/README.md) ---- */
+
+#define SEP "\n__ggml_vocab_test__\n"
+
+/* Run every vector of tokenizers/NAME.gguf; returns the number that failed (and reports them). */
+static int run_vectors(const char *name, int *total) {
+    char rel[256];
+    snprintf(rel, sizeof rel, "tokenizers/%s.gguf", name);
+    tok_fixture f = load(rel);
+    snprintf(rel, sizeof rel, "tokenizers/%s.gguf.inp", name);
+    char *inp = tu_read_file(tu_shared(rel), NULL);
+    cr_assert(inp, "read %s", rel);
+    snprintf(rel, sizeof rel, "tokenizers/%s.gguf.out", name);
+    char *outp = tu_read_file(tu_shared(rel), NULL);
+    cr_assert(outp, "read %s", rel);
+
+    int failed = 0, n_vec = 0;
+    char *in = inp, *out = outp;
+    for (char *sep; (sep = strstr(in, SEP)) != NULL; in = sep + strlen(SEP), n_vec++) {
+        size_t len = (size_t)(sep - in);
+        char *eol = strchr(out, '\n');
+        cr_assert(eol, "%s: .out has fewer lines than .inp has inputs", name);
+        *eol = 0;
+        int32_t want[512], n_want = 0;
+        for (char *p = out, *end; n_want < 512; p = end) {
+            long v = strtol(p, &end, 10);
+            if (end == p) break;
+            want[n_want++] = (int32_t)v;
+        }
+        out = eol + 1;
+
+        int32_t n;
+        int32_t *ids = enc(f.t, in, len, false, false, &n);
+        if (!ids_eq(ids, n, want, n_want)) {
+            char *g = fmt_ids(ids, n), *w = fmt_ids(want, n_want);
+            cr_log_error("%s vector %d '%.*s': got [%s], want [%s]", name, n_vec, (int)len, in, g, w);
+            free(g);
+            free(w);
+            failed++;
+        }
+        free(ids);
+    }
+    free(inp);
+    free(outp);
+    unload(f);
+    *total = n_vec;
+    cr_log_info("%s: %d of %d vectors match", name, n_vec - failed, n_vec);
+    return failed;
+}
+
+Test(tok, vectors_llama_spm) {
+    int total, failed = run_vectors("ggml-vocab-llama-spm", &total);
+    cr_expect_eq(total, 46);
+    cr_expect_eq(failed, 0, "%d of %d llama-spm vectors failed", failed, total);
+}
+
+Test(tok, vectors_phi3) {
+    int total, failed = run_vectors("ggml-vocab-phi-3", &total);
+    cr_expect_eq(total, 46);
+    cr_expect_eq(failed, 0, "%d of %d phi-3 vectors failed", failed, total);
+}
+
+/* ---- the full Llama 2 vocabulary ---- */
+
+Test(tok, llama2_roundtrip) {
+    tok_fixture f = load("models/llama-2-tiny-random.gguf");
+    cr_assert_eq(sp_tok_n_vocab(f.t), 32000);
+    static const char *texts[] = {
+        "Hello world",
+        "The quick brown fox jumps over the lazy dog.\nSecond line,\ttab.",
+        "héllo wörld 🦙",
+        "日本語のテキスト and Ελληνικά",
+        "  leading and trailing spaces  ",
+        "<s> looks special but is text </s>",
+    };
+    for (size_t i = 0; i < sizeof texts / sizeof texts[0]; i++) {
+        int32_t n;
+        int32_t *ids = enc_s(f.t, texts[i], true, false, &n);
+        cr_assert_gt(n, 1);
+        cr_expect_eq(ids[0], 1, "BOS first");
+        char *back = dec(f.t, ids, n, true);
+        cr_expect_str_eq(back, texts[i]);
+        free(back);
+        free(ids);
+    }
+    /* the llama in "🦙" is not a vocabulary entry: it falls back to its four bytes */
+    int32_t n;
+    int32_t *ids = enc_s(f.t, "🦙", false, false, &n);
+    int32_t want[] = {29871, byte_token(f.t, 0xF0), byte_token(f.t, 0x9F), byte_token(f.t, 0xA6), byte_token(f.t, 0x99)};
+    cr_expect(ids_eq(ids, n, want, 5));
+    free(ids);
+    unload(f);
+}
+
+Test(tok, encode_buffer_and_empty) {
+    tok_fixture f = load("models/llama-2-tiny-random.gguf");
+    int32_t buf[3] = {-7, -7, -7};
+    /* "Hello world" with BOS is 3 ids: fits exactly; with max 2 the count is still returned */
+    cr_expect_eq(sp_tok_encode(f.t, "Hello world", 11, true, false, buf, 3), 3);
+    cr_expect(buf[0] == 1 && buf[1] == 15043 && buf[2] == 3186);
+    buf[2] = -7;
+    cr_expect_eq(sp_tok_encode(f.t, "Hello world", 11, true, false, buf, 2), 3);
+    cr_expect_eq(buf[2], -7, "nothing written past max");
+    /* empty text: [BOS] with add_special, nothing without (no lone "▁") */
+    cr_expect_eq(sp_tok_encode(f.t, "", 0, true, false, buf, 3), 1);
+    cr_expect_eq(buf[0], 1);
+    cr_expect_eq(sp_tok_encode(f.t, "", 0, false, false, buf, 3), 0);
+    unload(f);
+}
+
+Test(tok, pieces) {
+    tok_fixture f = load("models/llama-2-tiny-random.gguf");
+    char buf[64];
+    cr_expect_eq(sp_tok_piece(f.t, 15043, false, buf, sizeof buf), 6); /* "▁Hello" */
+    cr_expect(memcmp(buf, " Hello", 6) == 0);
+    cr_expect_eq(sp_tok_piece(f.t, 1, false, buf, sizeof buf), 0); /* control: nothing */
+    cr_expect_eq(sp_tok_piece(f.t, 1, true, buf, sizeof buf), 3);
+    cr_expect(memcmp(buf, "<s>", 3) == 0);
+    cr_expect_eq(sp_tok_piece(f.t, 0, false, buf, sizeof buf), 5); /* unknown: its text */
+    cr_expect(memcmp(buf, "<unk>", 5) == 0);
+    cr_expect_eq(sp_tok_piece(f.t, byte_token(f.t, 0x0A), false, buf, sizeof buf), 1);
+    cr_expect_eq(buf[0], '\n');
+    /* cap smaller than the piece: full length returned, nothing past cap */
+    buf[2] = 'X';
+    cr_expect_eq(sp_tok_piece(f.t, 15043, false, buf, 2), 6);
+    cr_expect_eq(buf[2], 'X');
+    cr_expect_eq(sp_tok_piece(f.t, 32000, false, buf, sizeof buf), -1);
+    cr_expect_str_eq(sp_tok_text(f.t, 15043), "\xE2\x96\x81Hello");
+    cr_expect_null(sp_tok_text(f.t, -1));
+    unload(f);
+}
+
+/* ---- special tokens ---- */
+
+Test(tok, parse_special) {
+    tok_fixture f = load("models/llama-2-tiny-random.gguf");
+    int32_t n, na, nb;
+    /* on: <s> and </s> become ids 1 and 2; each text fragment gets its own leading "▁" */
+    int32_t *ids = enc_s(f.t, "<s>Hello</s>", false, true, &n);
+    int32_t want[] = {1, 15043, 2};
+    cr_expect(ids_eq(ids, n, want, 3), "got [%s]", fmt_ids(ids, n));
+    free(ids);
+    ids = enc_s(f.t, "<s>Hello</s>", true, true, &n);
+    int32_t want2[] = {1, 1, 15043, 2};
+    cr_expect(ids_eq(ids, n, want2, 4));
+    free(ids);
+
+    ids = enc_s(f.t, "Hello</s> world", false, true, &n);
+    int32_t *a = enc_s(f.t, "Hello", false, false, &na);
+    int32_t *b = enc_s(f.t, " world", false, false, &nb);
+    cr_assert_eq(n, na + 1 + nb);
+    cr_expect(ids_eq(ids, na, a, na));
+    cr_expect_eq(ids[na], 2);
+    cr_expect(ids_eq(ids + na + 1, nb, b, nb));
+    free(a);
+    free(b);
+    free(ids);
+
+    /* off: the same text is plain text — no control ids, and it decodes back verbatim */
+    ids = enc_s(f.t, "<s>Hello</s>", false, false, &n);
+    for (int32_t i = 0; i < n; i++) cr_expect(ids[i] != 1 && ids[i] != 2, "control id at %d", i);
+    char *back = dec(f.t, ids, n, true);
+    cr_expect_str_eq(back, "<s>Hello</s>");
+    free(back);
+    free(ids);
+    unload(f);
+}
+
+Test(tok, phi3_user_defined_and_eog) {
+    tok_fixture f = load("tokenizers/ggml-vocab-phi-3.gguf");
+    int32_t end = find_token(f.t, "<|end|>"), eot = find_token(f.t, "<|endoftext|>");
+    cr_expect(sp_tok_is_eog(f.t, eot));
+    cr_expect(sp_tok_is_eog(f.t, end));
+    cr_expect(!sp_tok_is_eog(f.t, 1));
+    cr_expect(!sp_tok_is_eog(f.t, -1));
+
+    /* "</s>" is user-defined in Phi-3: split out even with parse_special off, and (Phi-3 rule)
+     * the whitespace after it is stripped */
+    int32_t n, na, nb;
+    int32_t *ids = enc_s(f.t, "a</s>  b", false, false, &n);
+    int32_t *a = enc_s(f.t, "a", false, false, &na);
+    int32_t *b = enc_s(f.t, "b", false, false, &nb);
+    cr_assert_eq(n, na + 1 + nb, "got [%s]", fmt_ids(ids, n));
+    cr_expect(ids_eq(ids, na, a, na));
+    cr_expect_eq(ids[na], 2);
+    cr_expect(ids_eq(ids + na + 1, nb, b, nb));
+    free(a);
+    free(b);
+    free(ids);
+
+    /* control tokens only with parse_special; <|end|> strips the newline after it */
+    ids = enc_s(f.t, "<|user|>\nHi<|end|>\n", false, true, &n);
+    int32_t user = find_token(f.t, "<|user|>");
+    cr_assert_geq(n, 3);
+    cr_expect_eq(ids[0], user);
+    cr_expect_eq(ids[n - 1], end);
+    free(ids);
+    ids = enc_s(f.t, "<|end|>", false, false, &n);
+    cr_expect_gt(n, 1);
+    free(ids);
+    unload(f);
+}
+
+/* ---- streaming detokenizer ---- */
+
+Test(tok, detok_streams_utf8) {
+    tok_fixture f = load("models/llama-2-tiny-random.gguf");
+    sp_detok d;
+    char out[64];
+    /* 🦙 = F0 9F A6 99, one byte token at a time */
+    static const unsigned char llama[] = {0xF0, 0x9F, 0xA6, 0x99};
+    sp_detok_init(&d, f.t, false);
+    for (int i = 0; i < 3; i++) cr_expect_eq(sp_detok_push(&d, byte_token(f.t, llama[i]), out, sizeof out), 0);
+    cr_assert_eq(sp_detok_push(&d, byte_token(f.t, llama[3]), out, sizeof out), 4);
+    cr_expect(memcmp(out, llama, 4) == 0);
+    cr_expect_eq(sp_detok_flush(&d, out, sizeof out), 0);
+
+    /* ’ = E2 80 99 */
+    sp_detok_init(&d, f.t, false);
+    cr_expect_eq(sp_detok_push(&d, byte_token(f.t, 0xE2), out, sizeof out), 0);
+    cr_expect_eq(sp_detok_push(&d, byte_token(f.t, 0x80), out, sizeof out), 0);
+    cr_assert_eq(sp_detok_push(&d, byte_token(f.t, 0x99), out, sizeof out), 3);
+    cr_expect(memcmp(out, "\xE2\x80\x99", 3) == 0);
+
+    /* a byte that can never appear in UTF-8 */
+    cr_assert_eq(sp_detok_push(&d, byte_token(f.t, 0xFF), out, sizeof out), 3);
+    cr_expect(memcmp(out, "\xEF\xBF\xBD", 3) == 0);
+    /* a truncated sequence followed by text: U+FFFD, then the text */
+    cr_expect_eq(sp_detok_push(&d, byte_token(f.t, 0xE2), out, sizeof out), 0);
+    cr_assert_eq(sp_detok_push(&d, 15043, out, sizeof out), 9);
+    cr_expect(memcmp(out, "\xEF\xBF\xBD Hello", 9) == 0);
+    /* a dangling tail at the end: flush gives U+FFFD */
+    cr_expect_eq(sp_detok_push(&d, byte_token(f.t, 0xF0), out, sizeof out), 0);
+    cr_expect_eq(sp_detok_push(&d, byte_token(f.t, 0x9F), out, sizeof out), 0);
+    cr_assert_eq(sp_detok_flush(&d, out, sizeof out), 3);
+    cr_expect(memcmp(out, "\xEF\xBF\xBD", 3) == 0);
+    cr_expect_eq(sp_detok_flush(&d, out, sizeof out), 0);
+    /* overlong / surrogate lead sequences are invalid */
+    sp_detok_init(&d, f.t, false);
+    cr_expect_eq(sp_detok_push(&d, byte_token(f.t, 0xED), out, sizeof out), 0);
+    cr_assert_eq(sp_detok_push(&d, byte_token(f.t, 0xA0), out, sizeof out), 6); /* two U+FFFD */
+    cr_expect(memcmp(out, "\xEF\xBF\xBD\xEF\xBF\xBD", 6) == 0);
+    cr_assert_eq(sp_detok_push(&d, byte_token(f.t, 0xC0), out, sizeof out), 3);
+    unload(f);
+}
+
+Test(tok, detok_leading_space_and_cap) {
+    tok_fixture f = load("models/llama-2-tiny-random.gguf");
+    int32_t ids[] = {1, 15043, 3186}; /* <s> ▁Hello ▁world */
+    char *s = dec(f.t, ids, 3, true);
+    cr_expect_str_eq(s, "Hello world");
+    free(s);
+    s = dec(f.t, ids, 3, false);
+    cr_expect_str_eq(s, " Hello world");
+    free(s);
+
+    /* too small a buffer: -1 and nothing consumed (the strip still applies on retry) */
+    sp_detok d;
+    char out[16];
+    sp_detok_init(&d, f.t, true);
+    cr_expect_eq(sp_detok_push(&d, 15043, out, 3), -1);
+    cr_assert_eq(sp_detok_push(&d, 15043, out, sizeof out), 5);
+    cr_expect(memcmp(out, "Hello", 5) == 0);
+    cr_expect_eq(sp_detok_push(&d, -3, out, sizeof out), -1);
+    cr_expect_geq(sp_detok_max_bytes(f.t), 3 + 3 * 16);
+    unload(f);
+}
+
+/* ---- load errors ---- */
+
+static sp_tok *tok_from_writer(sp_gguf_writer *w, char *err, size_t errlen) {
+    const char *path = tu_tmp("tok.gguf");
+    char werr[256];
+    cr_assert(sp_gguf_writer_save(w, path, werr, sizeof werr), "%s", werr);
+    sp_gguf_writer_free(w);
+    sp_gguf *g = sp_gguf_open(path, werr, sizeof werr);
+    cr_assert(g, "%s", werr);
+    sp_tok *t = sp_tok_from_gguf(g, err, errlen);
+    sp_gguf_close(g); /* the tokenizer keeps no pointers into the file */
+    return t;
+}
+
+static sp_gguf_writer *tiny_vocab(const char *model, uint64_t n_scores, uint64_t n_types) {
+    static const char *const toks[] = {"<unk>", "<s>", "</s>", "\xE2\x96\x81", "a", "b", "ab", "\xE2\x96\x81" "ab"};
+    static const float scores[] = {0, 0, 0, -1, -2, -3, -0.7f, -0.5f};
+    static const int32_t types[] = {2, 3, 3, 1, 1, 1, 1, 1};
+    sp_gguf_writer *w = sp_gguf_writer_new();
+    sp_gguf_w_str(w, "tokenizer.ggml.model", model);
+    sp_gguf_w_arr_str(w, "tokenizer.ggml.tokens", toks, 8);
+    sp_gguf_w_arr_f32(w, "tokenizer.ggml.scores", scores, n_scores);
+    sp_gguf_w_arr_i32(w, "tokenizer.ggml.token_type", types, n_types);
+    return w;
+}
+
+Test(tok, load_errors) {
+    char err[256];
+    sp_tok *t = tok_from_writer(tiny_vocab("llama", 8, 8), err, sizeof err);
+    cr_assert(t, "%s", err);
+    /* no byte tokens: "c" falls back to <unk>; "▁ab" is reached through "ab" */
+    int32_t ids[8];
+    cr_expect_eq(sp_tok_encode(t, "ab c", 4, false, false, ids, 8), 3);
+    cr_expect(ids[0] == 7 && ids[1] == 3 && ids[2] == 0);
+    sp_tok_free(t);
+
+    cr_expect_null(tok_from_writer(tiny_vocab("gpt2", 8, 8), err, sizeof err));
+    cr_expect_str_eq(err, "tokenizer model 'gpt2' not supported yet");
+    cr_expect_null(tok_from_writer(tiny_vocab("llama", 7, 8), err, sizeof err));
+    cr_expect(strstr(err, "scores"), "%s", err);
+    cr_expect_null(tok_from_writer(tiny_vocab("llama", 8, 5), err, sizeof err));
+    cr_expect(strstr(err, "token types"), "%s", err);
+
+    sp_gguf_writer *w = tiny_vocab("llama", 8, 8);
+    sp_gguf_w_u32(w, "tokenizer.ggml.eos_token_id", 8);
+    cr_expect_null(tok_from_writer(w, err, sizeof err));
+    cr_expect(strstr(err, "eos_token_id"), "%s", err);
+
+    w = sp_gguf_writer_new();
+    sp_gguf_w_str(w, "tokenizer.ggml.model", "llama");
+    cr_expect_null(tok_from_writer(w, err, sizeof err));
+    cr_expect(strstr(err, "tokenizer.ggml.tokens"), "%s", err);
+
+    tok_fixture f = {0};
+    f.g = sp_gguf_open(tu_shared("tokenizers/ggml-vocab-bert-bge.gguf"), err, sizeof err);
+    cr_assert(f.g, "%s", err);
+    cr_expect_null(sp_tok_from_gguf(f.g, err, sizeof err));
+    cr_expect_str_eq(err, "tokenizer model 'bert' not supported yet");
+    sp_gguf_close(f.g);
+}
