@@ -160,9 +160,9 @@ static int32_t tokenize_prompt(const sp_model *m, const char *text, int32_t **ou
     return n;
 }
 
-static void emit(sp_detok *d, int32_t id) {
-    char buf[256];
-    int32_t n = sp_detok_push(d, id, buf, sizeof buf);
+/* Print the text of one token (whole UTF-8 characters only) and flush, so output streams. */
+static void emit(sp_detok *d, int32_t id, char *buf, int32_t cap) {
+    int32_t n = sp_detok_push(d, id, buf, cap);
     if (n > 0) fwrite(buf, 1, (size_t)n, stdout);
     fflush(stdout);
 }
@@ -182,8 +182,11 @@ static int generate(const run_opts *o, sp_model *m, sp_ctx *ctx, const int32_t *
     if (!logits || !s) { fprintf(stderr, "sparrow run: out of memory\n"); free(logits); sp_sampler_free(s); return 1; }
     sp_detok d;
     sp_detok_init(&d, m->tok, o->echo); /* SentencePiece: no space before the first word */
+    int32_t cap = sp_detok_max_bytes(m->tok);
+    char *text = malloc((size_t)cap);
+    if (!text) { fprintf(stderr, "sparrow run: out of memory\n"); free(logits); sp_sampler_free(s); return 1; }
     if (o->echo)
-        for (int32_t i = 0; i < n_prompt; i++) emit(&d, prompt[i]);
+        for (int32_t i = 0; i < n_prompt; i++) emit(&d, prompt[i], text, cap);
 
     double t0 = now_s();
     int rc = 0;
@@ -208,7 +211,7 @@ static int generate(const run_opts *o, sp_model *m, sp_ctx *ctx, const int32_t *
         sp_sampler_accept(s, tok);
         n_gen++;
         if (!o->ignore_eos && sp_tok_is_eog(m->tok, tok)) break;
-        emit(&d, tok);
+        emit(&d, tok, text, cap);
         if (n_gen == limit) break;
         if (sp_ctx_n_past(ctx) >= sp_ctx_n_ctx(ctx)) {
             fprintf(stderr, "\nsparrow run: context full (%d tokens)\n", sp_ctx_n_ctx(ctx));
@@ -231,6 +234,7 @@ static int generate(const run_opts *o, sp_model *m, sp_ctx *ctx, const int32_t *
             n_prompt, t_prompt, n_prompt / (t_prompt > 0 ? t_prompt : 1e-9), (long long)n_gen, t_gen,
             n_gen / (t_gen > 0 ? t_gen : 1e-9));
 done:
+    free(text);
     sp_sampler_free(s);
     free(logits);
     return rc;
