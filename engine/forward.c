@@ -82,6 +82,9 @@ void sp_ctx_free(sp_ctx *c) {
 int32_t sp_ctx_n_ctx(const sp_ctx *c) { return c->n_ctx; }
 int32_t sp_ctx_n_past(const sp_ctx *c) { return c->n_past; }
 void sp_ctx_reset(sp_ctx *c) { c->n_past = 0; }
+void sp_ctx_truncate(sp_ctx *c, int32_t n) {
+    if (n >= 0 && n < c->n_past) c->n_past = n;
+}
 
 /* Make room for positions [0, need) in every layer's cache (doubling, capped at n_ctx). */
 static bool kv_reserve(sp_ctx *c, int32_t need) {

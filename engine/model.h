@@ -68,6 +68,8 @@ void sp_ctx_free(sp_ctx *c);
 int32_t sp_ctx_n_ctx(const sp_ctx *c);
 int32_t sp_ctx_n_past(const sp_ctx *c);
 void sp_ctx_reset(sp_ctx *c);
+/* Forget positions >= n (keep the first n, e.g. a shared prompt prefix). */
+void sp_ctx_truncate(sp_ctx *c, int32_t n);
 /* Feed n tokens at positions n_past.. ; logits receives n rows (all_logits) or the last row only
  * (n_vocab floats each). Returns 0, or -1 with err set (bad token id, context full, no memory). */
 int sp_ctx_eval(sp_ctx *c, const int32_t *tokens, int32_t n, float *logits, bool all_logits,
