@@ -1,8 +1,8 @@
 /* engine/tok.c — the tokenizer module's common part: loading and validating the vocabulary from
  * GGUF metadata (tokenizer.ggml.*) into shared storage (texts, scores, types, text → id hash map,
  * special ids), splitting special-token text out of the input (llama.cpp's rules), dispatching
- * each raw fragment to the model's encoder (tok_spm.c for "llama"), token pieces and the
- * streaming UTF-8-safe detokenizer. The tokenizer copies what it needs: the sp_gguf may be closed
+ * each raw fragment to the model's encoder (tok_spm.c for "llama", tok_bpe.c for "gpt2",
+ * tok_wpm.c for "bert"), token pieces and the streaming UTF-8-safe detokenizer. The tokenizer copies what it needs: the sp_gguf may be closed
  * once sp_tok_from_gguf returns. */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE /* memmem */
@@ -162,18 +162,60 @@ static bool tok_load_flag(const sp_gguf *g, const char *key, bool dflt, bool *ou
     return true;
 }
 
-static bool tok_load_specials(sp_tok *t, const sp_gguf *g, char *err, size_t errlen) {
-    /* SentencePiece defaults, as llama.cpp applies them when the keys are absent */
-    return tok_load_id(t, g, "tokenizer.ggml.bos_token_id", 1, &t->bos, err, errlen) &&
-           tok_load_id(t, g, "tokenizer.ggml.eos_token_id", 2, &t->eos, err, errlen) &&
-           tok_load_id(t, g, "tokenizer.ggml.unknown_token_id", 0, &t->unk, err, errlen) &&
-           tok_load_id(t, g, "tokenizer.ggml.padding_token_id", -1, &t->pad, err, errlen) &&
-           tok_load_id(t, g, "tokenizer.ggml.seperator_token_id", -1, &t->sep, err, errlen) &&
+/* Defaults of the special ids and flags per tokenizer model, as llama.cpp applies them when the
+ * keys are absent. */
+typedef struct {
+    int32_t bos, eos, unk, sep, pad;
+    bool add_bos, add_sep, add_space_prefix;
+} tok_defaults;
+
+static tok_defaults tok_model_defaults(sp_tok_kind kind, const sp_tok_pre_flags *pre) {
+    switch (kind) {
+    case SP_TOK_BPE: return (tok_defaults){pre->no_bos ? -1 : 11, 11, -1, -1, -1, pre->add_bos, false, false};
+    case SP_TOK_WPM: return (tok_defaults){101, -1, 100, 102, 0, true, true, false};
+    default: return (tok_defaults){1, 2, 0, -1, -1, true, false, true};
+    }
+}
+
+static bool tok_load_specials(sp_tok *t, const sp_gguf *g, const tok_defaults *d, char *err, size_t errlen) {
+    int32_t bos = d->bos; /* BERT vocabularies name [CLS] instead of a BOS */
+    if (t->kind == SP_TOK_WPM && !sp_gguf_get(g, "tokenizer.ggml.bos_token_id") &&
+        !tok_load_id(t, g, "tokenizer.ggml.cls_token_id", d->bos, &bos, err, errlen))
+        return false;
+    return tok_load_id(t, g, "tokenizer.ggml.bos_token_id", bos, &t->bos, err, errlen) &&
+           tok_load_id(t, g, "tokenizer.ggml.eos_token_id", d->eos, &t->eos, err, errlen) &&
+           tok_load_id(t, g, "tokenizer.ggml.unknown_token_id", d->unk, &t->unk, err, errlen) &&
+           tok_load_id(t, g, "tokenizer.ggml.padding_token_id", d->pad, &t->pad, err, errlen) &&
+           tok_load_id(t, g, "tokenizer.ggml.seperator_token_id", d->sep, &t->sep, err, errlen) &&
            tok_load_id(t, g, "tokenizer.ggml.eot_token_id", -1, &t->eot, err, errlen) &&
            tok_load_id(t, g, "tokenizer.ggml.eom_token_id", -1, &t->eom, err, errlen) &&
-           tok_load_flag(g, "tokenizer.ggml.add_bos_token", true, &t->add_bos, err, errlen) &&
+           tok_load_flag(g, "tokenizer.ggml.add_bos_token", d->add_bos, &t->add_bos, err, errlen) &&
            tok_load_flag(g, "tokenizer.ggml.add_eos_token", false, &t->add_eos, err, errlen) &&
-           tok_load_flag(g, "tokenizer.ggml.add_space_prefix", true, &t->add_space_prefix, err, errlen);
+           tok_load_flag(g, "tokenizer.ggml.add_sep_token", d->add_sep, &t->add_sep, err, errlen) &&
+           tok_load_flag(g, "tokenizer.ggml.add_space_prefix", d->add_space_prefix, &t->add_space_prefix, err, errlen);
+}
+
+/* WordPiece normalizer flags: lowercase (default on) and strip_accents (default: as lowercase). */
+static bool tok_load_wpm_flags(sp_tok *t, const sp_gguf *g, char *err, size_t errlen) {
+    return tok_load_flag(g, "tokenizer.ggml.normalizer.lowercase", true, &t->wpm_lowercase, err, errlen) &&
+           tok_load_flag(g, "tokenizer.ggml.normalizer.strip_accents", t->wpm_lowercase, &t->wpm_strip_accents, err,
+                         errlen);
+}
+
+/* End-of-turn and fill-in-the-middle texts are control tokens whatever the file says (llama.cpp
+ * overrides their type the same way), so they are only parsed with parse_special and decode to
+ * nothing by default. */
+static void tok_mark_control_texts(sp_tok *t) {
+    static const char *const texts[] = {
+        "<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<|end_of_text|>", "<EOT>", "_<EOT>",
+        "<|eom_id|>", "<\xEF\xBD\x9C" "end\xE2\x96\x81" "of\xE2\x96\x81" "sentence\xEF\xBD\x9C>",
+        "<|fim_prefix|>", "<fim-prefix>", "<fim_prefix>", "<PRE>", "<|fim_suffix|>", "<fim-suffix>", "<fim_suffix>",
+        "<SUF>", "<|fim_middle|>", "<fim-middle>", "<fim_middle>", "<MID>", "<|fim_pad|>", "<fim-pad>", "<fim_pad>",
+        "<PAD>", "<|fim_repo|>", "<|repo_name|>", "<fim-repo>", "<REPO>", "<reponame>", "<|file_sep|>"};
+    for (size_t i = 0; i < sizeof texts / sizeof texts[0]; i++) {
+        int32_t id = sp_tok_lookup(t, texts[i], strlen(texts[i]));
+        if (id >= 0) t->tokens[id].type = SP_TOKT_CONTROL;
+    }
 }
 
 /* Byte fallback: <0xNN>, else the single byte as text, else the unknown token. */
@@ -266,21 +308,49 @@ static bool tok_build_eog(sp_tok *t) {
     return true;
 }
 
-sp_tok *sp_tok_from_gguf(const sp_gguf *g, char *err, size_t errlen) {
+/* tokenizer.ggml.model → kind; false (with the message) for a model this module does not have */
+static bool tok_model_kind(const sp_gguf *g, sp_tok_kind *kind, char *err, size_t errlen) {
     sp_gguf_str model;
-    if (!sp_gguf_get(g, "tokenizer.ggml.model")) return tok_err(err, errlen, "tokenizer: missing tokenizer.ggml.model"), NULL;
+    if (!sp_gguf_get(g, "tokenizer.ggml.model")) return tok_err(err, errlen, "tokenizer: missing tokenizer.ggml.model"), false;
     if (!sp_gguf_get_str(g, "tokenizer.ggml.model", &model))
-        return tok_err(err, errlen, "tokenizer: tokenizer.ggml.model is not a string"), NULL;
-    if (!sp_gguf_str_eq(model, "llama")) {
+        return tok_err(err, errlen, "tokenizer: tokenizer.ggml.model is not a string"), false;
+    if (sp_gguf_str_eq(model, "llama")) *kind = SP_TOK_SPM;
+    else if (sp_gguf_str_eq(model, "gpt2")) *kind = SP_TOK_BPE;
+    else if (sp_gguf_str_eq(model, "bert")) *kind = SP_TOK_WPM;
+    else {
         int n = model.len > 64 ? 64 : (int)model.len;
-        return tok_err(err, errlen, "tokenizer model '%.*s' not supported yet", n, model.ptr), NULL;
+        return tok_err(err, errlen, "tokenizer model '%.*s' not supported (supported: llama, gpt2, bert)", n,
+                       model.ptr), false;
     }
+    return true;
+}
 
+/* The model-specific tables (after the map): SPM pairs or BPE merges + pre-tokenizer. */
+static bool tok_init_model(sp_tok *t, const sp_gguf *g, sp_tok_pre_flags *pre, char *err, size_t errlen) {
+    switch (t->kind) {
+    case SP_TOK_SPM:
+        if (!sp_tok_spm_init(t)) return tok_err(err, errlen, "tokenizer: out of memory"), false;
+        return true;
+    case SP_TOK_BPE: return sp_tok_bpe_init(t, g, pre, err, errlen);
+    case SP_TOK_WPM: return tok_load_wpm_flags(t, g, err, errlen);
+    }
+    return false;
+}
+
+sp_tok *sp_tok_from_gguf(const sp_gguf *g, char *err, size_t errlen) {
+    sp_tok_kind kind;
+    if (!tok_model_kind(g, &kind, err, errlen)) return NULL;
     sp_tok *t = calloc(1, sizeof *t);
     if (!t) return tok_err(err, errlen, "tokenizer: out of memory"), NULL;
-    t->kind = SP_TOK_SPM;
-    bool ok = tok_load_vocab(t, g, err, errlen) && tok_load_specials(t, g, err, errlen);
-    if (ok && !(tok_build_map(t) && tok_build_specials(t) && tok_build_eog(t) && sp_tok_spm_init(t))) {
+    t->kind = kind;
+    sp_tok_pre_flags pre = {0};
+    bool ok = tok_load_vocab(t, g, err, errlen);
+    if (ok && !tok_build_map(t)) ok = (tok_err(err, errlen, "tokenizer: out of memory"), false);
+    ok = ok && tok_init_model(t, g, &pre, err, errlen);
+    tok_defaults d = tok_model_defaults(kind, &pre);
+    ok = ok && tok_load_specials(t, g, &d, err, errlen);
+    if (ok) tok_mark_control_texts(t);
+    if (ok && !(tok_build_specials(t) && tok_build_eog(t))) {
         tok_err(err, errlen, "tokenizer: out of memory");
         ok = false;
     }
@@ -301,10 +371,12 @@ void sp_tok_free(sp_tok *t) {
     free(t->special);
     free(t->eog);
     free(t->spm_pairs);
+    sp_tok_bpe_free(t);
     free(t);
 }
 
 int32_t sp_tok_n_vocab(const sp_tok *t) { return t->n_vocab; }
+sp_tok_kind sp_tok_get_kind(const sp_tok *t) { return t->kind; }
 int32_t sp_tok_bos(const sp_tok *t) { return t->bos; }
 int32_t sp_tok_eos(const sp_tok *t) { return t->eos; }
 bool sp_tok_add_bos(const sp_tok *t) { return t->add_bos; }
@@ -425,13 +497,13 @@ int32_t sp_tok_encode(const sp_tok *t, const char *text, size_t len, bool add_sp
         case SP_TOK_SPM:
             ok = sp_tok_spm_encode(t, text + f->off, f->len, t->add_space_prefix && prev_special, &sink);
             break;
-        default:
-            ok = false;
-            break;
+        case SP_TOK_BPE: ok = sp_tok_bpe_encode(t, text + f->off, f->len, &sink); break;
+        case SP_TOK_WPM: ok = sp_tok_wpm_encode(t, text + f->off, f->len, &sink); break;
         }
         prev_special = false;
     }
     if (ok && add_special && t->add_eos && t->eos >= 0) sp_tok_sink_push(&sink, t->eos);
+    if (ok && add_special && t->add_sep && t->sep >= 0) sp_tok_sink_push(&sink, t->sep);
     free(frags.v);
     if (!ok || sink.n > INT32_MAX) return -1;
     return (int32_t)sink.n;
@@ -475,6 +547,7 @@ int32_t sp_tok_piece(const sp_tok *t, int32_t id, bool special, char *buf, int32
         return tok_copy(&c, 1, buf, cap);
     }
     case SP_TOKT_NORMAL: {
+        if (t->kind == SP_TOK_BPE) return sp_tok_bpe_piece(t, id, buf, cap);
         int32_t n = 0; /* "▁" → ' ' */
         for (uint32_t i = 0; i < e->len;) {
             char c = s[i];

@@ -1,6 +1,6 @@
-/* engine/tok.h — tokenizers built from GGUF metadata (tokenizer.ggml.*). This issue implements the
- * SentencePiece-style one (model "llama": scores, byte fallback, leading space); the module is
- * shaped so byte-level BPE and WordPiece slot in beside it. Decoding is streaming-safe through
+/* engine/tok.h — tokenizers built from GGUF metadata (tokenizer.ggml.*): SentencePiece-style
+ * (model "llama": scores, byte fallback, leading space), byte-level BPE (model "gpt2": merges,
+ * the pre-tokenizer regexes tokenizer.ggml.pre names) and WordPiece (model "bert"). Decoding is streaming-safe through
  * sp_detok, which holds back an incomplete UTF-8 character until its last byte arrives. */
 #ifndef SP_ENGINE_TOK_H
 #define SP_ENGINE_TOK_H
@@ -22,6 +22,7 @@ sp_tok *sp_tok_from_gguf(const sp_gguf *g, char *err, size_t errlen);
 void sp_tok_free(sp_tok *t);
 
 int32_t sp_tok_n_vocab(const sp_tok *t);
+sp_tok_kind sp_tok_get_kind(const sp_tok *t); /* SPM ("llama"), BPE ("gpt2") or WPM ("bert") */
 int32_t sp_tok_bos(const sp_tok *t);  /* -1 if none */
 int32_t sp_tok_eos(const sp_tok *t);
 bool sp_tok_add_bos(const sp_tok *t); /* tokenizer.ggml.add_bos_token */
