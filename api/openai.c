@@ -266,7 +266,7 @@ static bool read_messages(reader *r, sp_oai_req *q) {
         cJSON_AddItemToArray(q->messages, copy);
         const cJSON *content = cJSON_GetObjectItemCaseSensitive(m, "content");
         if (cJSON_IsArray(content)) {
-            char *joined;
+            char *joined = NULL;
             if (!join_parts(r, content, &joined)) return false;
             cJSON_ReplaceItemInObjectCaseSensitive(copy, "content", cJSON_CreateString(joined));
             free(joined);
