@@ -59,3 +59,69 @@ bool sp_conf_parse_f32(const char *s, float lo, float hi, float *out) {
     *out = v;
     return true;
 }
+
+#include <cjson/cJSON.h>
+
+static bool each_value(const char *key, const cJSON *v, sp_conf_fn fn, void *ud, char *err, size_t errlen) {
+    char num[64];
+    if (cJSON_IsString(v)) return fn(key, v->valuestring, ud);
+    if (cJSON_IsBool(v)) return fn(key, cJSON_IsTrue(v) ? "true" : "false", ud);
+    if (cJSON_IsNumber(v)) {
+        if (v->valuedouble == (double)(long long)v->valuedouble) snprintf(num, sizeof num, "%lld", (long long)v->valuedouble);
+        else snprintf(num, sizeof num, "%.17g", v->valuedouble);
+        return fn(key, num, ud);
+    }
+    if (cJSON_IsArray(v)) {
+        const cJSON *e;
+        cJSON_ArrayForEach(e, v) {
+            if (!cJSON_IsString(e)) {
+                snprintf(err, errlen, "config key '%s': arrays may hold only strings", key);
+                return false;
+            }
+            if (!fn(key, e->valuestring, ud)) return false;
+        }
+        return true;
+    }
+    snprintf(err, errlen, "config key '%s': unsupported value type", key);
+    return false;
+}
+
+bool sp_conf_file_each(const char *path, sp_conf_fn fn, void *ud, char *err, size_t errlen) {
+    err[0] = 0;
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        snprintf(err, errlen, "cannot open config file %s: %s", path, strerror(errno));
+        return false;
+    }
+    char *buf = NULL;
+    size_t len = 0, cap = 0;
+    for (;;) {
+        if (len + 4096 > cap) {
+            cap = cap ? cap * 2 : 8192;
+            if (cap > (1u << 24)) { fclose(f); free(buf); snprintf(err, errlen, "config file %s is too large", path); return false; }
+            buf = realloc(buf, cap);
+        }
+        size_t n = fread(buf + len, 1, cap - len, f);
+        len += n;
+        if (n == 0) break;
+    }
+    fclose(f);
+    const char *end = NULL;
+    cJSON *root = cJSON_ParseWithLengthOpts(buf, len, &end, false);
+    if (!cJSON_IsObject(root)) {
+        size_t at = end && root == NULL ? (size_t)(end - buf) : 0;
+        snprintf(err, errlen, "config file %s: not a JSON object (error near byte %zu)", path, at);
+        cJSON_Delete(root);
+        free(buf);
+        return false;
+    }
+    bool ok = true;
+    const cJSON *kv;
+    cJSON_ArrayForEach(kv, root) {
+        if (!(ok = each_value(kv->string, kv, fn, ud, err, errlen))) break;
+    }
+    if (!ok && !err[0]) snprintf(err, errlen, "config file %s: invalid setting", path);
+    cJSON_Delete(root);
+    free(buf);
+    return ok;
+}

@@ -16,4 +16,10 @@ bool sp_conf_parse_i64(const char *s, int64_t lo, int64_t hi, int64_t *out);
 bool sp_conf_parse_f32(const char *s, float lo, float hi, float *out);
 bool sp_conf_parse_u64(const char *s, uint64_t *out);
 
+/* Read a JSON config file (an object) and call fn(key, value, ud) for each member, the value given
+ * as text: strings as they are, numbers and booleans printed, arrays of strings once per element.
+ * fn returns false to reject a member (it prints why). Returns false (+ err) on I/O or JSON errors. */
+typedef bool (*sp_conf_fn)(const char *key, const char *value, void *ud);
+bool sp_conf_file_each(const char *path, sp_conf_fn fn, void *ud, char *err, size_t errlen);
+
 #endif

@@ -56,8 +56,16 @@ void sp_job_unref(sp_job *j) {
 
 void sp_job_cancel(sp_job *j) { atomic_store(&j->cancel, true); }
 
+/* Called with j->mu held. */
 static void notify(sp_job *j) {
     if (j->notify) j->notify(j->notify_arg);
+}
+
+void sp_job_set_notify(sp_job *j, void (*fn)(void *arg), void *arg) {
+    pthread_mutex_lock(&j->mu);
+    j->notify = fn;
+    j->notify_arg = arg;
+    pthread_mutex_unlock(&j->mu);
 }
 
 void sp_job_push(sp_job *j, const sp_job_event *ev) {
@@ -71,15 +79,15 @@ void sp_job_push(sp_job *j, const sp_job_event *ev) {
         j->cap_events = cap;
     }
     j->events[j->n_events++] = *ev;
-    pthread_mutex_unlock(&j->mu);
     notify(j);
+    pthread_mutex_unlock(&j->mu);
 }
 
 void sp_job_set_started(sp_job *j) {
     pthread_mutex_lock(&j->mu);
     j->started = true;
-    pthread_mutex_unlock(&j->mu);
     notify(j);
+    pthread_mutex_unlock(&j->mu);
 }
 
 void sp_job_finish(sp_job *j, sp_finish f, int status, const char *error) {
@@ -87,8 +95,8 @@ void sp_job_finish(sp_job *j, sp_finish f, int status, const char *error) {
     j->finish = f;
     j->error_status = status;
     if (error) snprintf(j->error, sizeof j->error, "%s", error);
-    pthread_mutex_unlock(&j->mu);
     notify(j);
+    pthread_mutex_unlock(&j->mu);
 }
 
 size_t sp_job_drain(sp_job *j, sp_job_event *out, size_t max, sp_finish *finish, bool *started) {
@@ -100,4 +108,11 @@ size_t sp_job_drain(sp_job *j, sp_job_event *out, size_t max, sp_finish *finish,
     if (started) *started = j->started;
     pthread_mutex_unlock(&j->mu);
     return n;
+}
+
+sp_finish sp_job_state(sp_job *j) {
+    pthread_mutex_lock(&j->mu);
+    sp_finish f = j->finish;
+    pthread_mutex_unlock(&j->mu);
+    return f;
 }

@@ -77,7 +77,8 @@ struct sp_job {
     int32_t n_gen_tokens;
     double t_submit, t_start, t_first_token, t_end; /* seconds, monotonic */
 
-    /* called from the engine thread after the outbox changes (keep it short: wake someone up) */
+    /* called from the engine thread after the outbox changes, with `mu` held: keep it short (wake
+     * someone up) and never take a lock the consumer holds while draining */
     void (*notify)(void *arg);
     void *notify_arg;
 };
@@ -88,6 +89,10 @@ void sp_job_ref(sp_job *j);
 void sp_job_unref(sp_job *j);
 void sp_job_cancel(sp_job *j);
 
+/* Set or clear (fn NULL) the notify callback. Notify runs with the outbox lock held, so once this
+ * returns with NULL no notify call is in flight or will start: safe to free what arg points to. */
+void sp_job_set_notify(sp_job *j, void (*fn)(void *arg), void *arg);
+
 /* Engine side. */
 void sp_job_push(sp_job *j, const sp_job_event *ev); /* copies ev (takes ownership of ev->text) */
 void sp_job_set_started(sp_job *j);
@@ -97,6 +102,9 @@ void sp_job_finish(sp_job *j, sp_finish f, int status, const char *error);
  * *finish receives the finish state as of that moment (SP_FINISH_NONE while running), *started
  * whether generation began. Events pushed before finish are always drained before finish shows. */
 size_t sp_job_drain(sp_job *j, sp_job_event *out, size_t max, sp_finish *finish, bool *started);
+
+/* The finish state regardless of undrained events (SP_FINISH_NONE while running). */
+sp_finish sp_job_state(sp_job *j);
 
 double sp_now(void); /* monotonic seconds */
 

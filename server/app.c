@@ -1,0 +1,884 @@
+/* server/app.c — the server application: routes of the OpenAI-compatible API over server/http.h.
+ *
+ * Threads: the HTTP loop thread runs handlers and pumps and never computes; a small prep pool
+ * renders chat templates and tokenizes (CPU work that must stay off the loop); the scheduler's
+ * engine thread generates. A completion request goes:
+ *   handler (loop): parse + validate JSON -> request context -> prep queue, connection async
+ *   prep (pool):    template -> tokens -> length checks -> job -> scheduler; wake the connection
+ *   pump (loop):    answer errors, or drain the job's outbox into SSE chunks / one JSON body
+ *   closed (loop):  client gone -> cancel the job; unhook the job's notify; release the context
+ * Request contexts are reference-counted (connection side + prep side). */
+#include "server/app.h"
+
+#include <math.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "api/openai.h"
+#include "api/tmpl.h"
+#include "engine/model.h"
+#include "scheduler/sched.h"
+#include "server/http.h"
+#include "server/metrics.h"
+
+/* ---------------------------------------------------------------- app ---- */
+
+typedef struct rctx rctx;
+
+typedef struct {
+    const sp_app_config *cfg;
+    sp_http *http;
+    sp_metrics metrics;
+    int64_t started_at;
+
+    /* set once by the loader thread, then read-only */
+    atomic_bool ready;
+    atomic_bool load_failed;
+    char load_error[512];
+    sp_model *model;
+    sp_sched *sched;
+    sp_tmpl *tmpl;
+    char model_id[256];
+    char bos_text[64], eos_text[64];
+    sp_oai_limits limits;
+
+    /* prep pool */
+    pthread_mutex_t pmu;
+    pthread_cond_t pcv;
+    rctx *pq_head, *pq_tail;
+    bool pquit;
+    pthread_t prep_threads[2];
+    atomic_uint_fast64_t next_id;
+} app_t;
+
+static app_t *g_app; /* for the signal handler */
+
+/* ------------------------------------------------------ request context ---- */
+
+typedef enum { EP_CHAT, EP_COMPLETION, EP_TOKENIZE, EP_DETOKENIZE, EP_APPLY_TEMPLATE } endpoint;
+
+struct rctx {
+    app_t *app;
+    atomic_int refs;
+    endpoint ep;
+    sp_http_conn *conn;      /* valid until closed() */
+    pthread_mutex_t mu;
+    bool closed;             /* connection finished with: no more wakes */
+    rctx *pq_next;
+
+    /* input */
+    char *body;
+    size_t body_len;
+    sp_oai_req req;
+
+    /* prep output (written by prep before its wake; read by the pump after) */
+    bool prep_done;
+    sp_oai_error err;
+    bool failed;
+    char *result;            /* tokenize / detokenize / apply-template: JSON body */
+    sp_job *job;
+
+    /* answer state (loop thread only) */
+    char id[48];
+    int64_t created;
+    bool stream_begun, role_sent, answered;
+    char *text;              /* non-stream: accumulated */
+    size_t text_len, text_cap;
+    sp_oai_logprob *lps;     /* non-stream: accumulated logprobs */
+    char **lp_strings;       /* texts the logprobs point at */
+    int32_t n_lps, cap_lps, n_lp_strings;
+    double t_first;
+};
+
+static rctx *rctx_new(app_t *a, endpoint ep) {
+    rctx *r = calloc(1, sizeof *r);
+    if (!r) abort();
+    r->app = a;
+    atomic_init(&r->refs, 1);
+    r->ep = ep;
+    pthread_mutex_init(&r->mu, NULL);
+    r->created = (int64_t)time(NULL);
+    return r;
+}
+
+static void rctx_unref(rctx *r) {
+    if (atomic_fetch_sub(&r->refs, 1) != 1) return;
+    if (r->job) sp_job_unref(r->job);
+    sp_oai_req_free(&r->req);
+    free(r->body);
+    free(r->result);
+    free(r->text);
+    for (int32_t i = 0; i < r->n_lp_strings; i++) free(r->lp_strings[i]);
+    free(r->lp_strings);
+    free(r->lps);
+    pthread_mutex_destroy(&r->mu);
+    free(r);
+}
+
+/* Wake the connection unless it is gone (any thread). */
+static void rctx_wake(void *arg) {
+    rctx *r = arg;
+    pthread_mutex_lock(&r->mu);
+    if (!r->closed) sp_http_wake(r->conn);
+    pthread_mutex_unlock(&r->mu);
+}
+
+/* ------------------------------------------------------------- replies ---- */
+
+static void reply_json(rctx *r, sp_http_conn *c, int status, const char *json) {
+    sp_http_respond(c, status, "application/json", json, strlen(json));
+    if (r) r->answered = true;
+}
+
+static void reply_error(sp_http_conn *c, const sp_oai_error *e) {
+    char *s = sp_oai_error_json(e);
+    if (e->status == 503 || e->status == 429) sp_http_add_header(c, "Retry-After", "1");
+    sp_http_respond(c, e->status, "application/json", s, strlen(s));
+    free(s);
+}
+
+static void reply_simple_error(sp_http_conn *c, int status, const char *type, const char *code, const char *param,
+                               const char *msg) {
+    sp_oai_error e;
+    sp_oai_set_error(&e, status, type, code, param, "%s", msg);
+    reply_error(c, &e);
+}
+
+/* -------------------------------------------------------------- loader ---- */
+
+static void model_id_from_path(const char *path, char *out, size_t cap) {
+    const char *base = strrchr(path, '/');
+    base = base ? base + 1 : path;
+    snprintf(out, cap, "%s", base);
+    size_t n = strlen(out);
+    if (n > 5 && !strcmp(out + n - 5, ".gguf")) out[n - 5] = 0;
+}
+
+static void token_text(const sp_model *m, int32_t id, char *out, size_t cap) {
+    out[0] = 0;
+    if (id < 0) return;
+    int32_t n = sp_tok_piece(m->tok, id, true, out, (int32_t)cap - 1);
+    if (n < 0 || n >= (int32_t)cap) n = 0;
+    out[n] = 0;
+}
+
+/* The model's chat template: --chat-template file, else tokenizer.chat_template, else a builtin. */
+static sp_tmpl *load_template(app_t *a, char *err, size_t errlen) {
+    const sp_app_config *cfg = a->cfg;
+    char *src = NULL;
+    size_t len = 0;
+    if (cfg->chat_template_file) {
+        FILE *f = fopen(cfg->chat_template_file, "rb");
+        if (!f) { snprintf(err, errlen, "cannot read chat template %s", cfg->chat_template_file); return NULL; }
+        fseek(f, 0, SEEK_END);
+        long n = ftell(f);
+        rewind(f);
+        src = malloc((size_t)n + 1);
+        len = fread(src, 1, (size_t)n, f);
+        fclose(f);
+    } else {
+        sp_gguf_str s;
+        if (sp_gguf_get_str(a->model->gguf, "tokenizer.chat_template", &s)) {
+            src = malloc(s.len + 1);
+            memcpy(src, s.ptr, s.len);
+            len = s.len;
+        } else {
+            const char *name = sp_tmpl_builtin_guess(a->model->hp.arch_name, a->model_id);
+            fprintf(stderr, "sparrow serve: the model has no chat template; using the built-in '%s'\n", name);
+            src = strdup(sp_tmpl_builtin(name));
+            len = strlen(src);
+        }
+    }
+    sp_tmpl *t = sp_tmpl_parse(src, len, err, errlen);
+    free(src);
+    return t;
+}
+
+static void *loader_main(void *arg) {
+    app_t *a = arg;
+    const sp_app_config *cfg = a->cfg;
+    char err[512] = "";
+    fprintf(stderr, "sparrow serve: loading %s\n", cfg->model_path);
+    double t0 = sp_now();
+    a->model = sp_model_load(cfg->model_path, err, sizeof err);
+    if (a->model) {
+        if (a->model->synthetic)
+            fprintf(stderr, "sparrow serve: NOTE: %s has RANDOM weights (made by `sparrow synth`): its text is "
+                            "meaningless, for demos and benchmarks only\n", cfg->model_path);
+        token_text(a->model, sp_tok_bos(a->model->tok), a->bos_text, sizeof a->bos_text);
+        token_text(a->model, sp_tok_eos(a->model->tok), a->eos_text, sizeof a->eos_text);
+        a->tmpl = load_template(a, err, sizeof err);
+    }
+    if (a->tmpl) {
+        sp_sched_opts so = {.n_ctx = cfg->n_ctx, .max_queue = cfg->max_queue};
+        a->sched = sp_sched_new(a->model, &so, err, sizeof err);
+    }
+    if (!a->sched) {
+        snprintf(a->load_error, sizeof a->load_error, "%s", err);
+        fprintf(stderr, "sparrow serve: cannot load %s: %s\n", cfg->model_path, err);
+        atomic_store(&a->load_failed, true);
+        sp_http_stop(a->http);
+        return NULL;
+    }
+    fprintf(stderr, "sparrow serve: model '%s' ready in %.2f s (%s, %d layers, context %d)\n", a->model_id,
+            sp_now() - t0, a->model->hp.arch_name, a->model->hp.n_layer, sp_sched_n_ctx(a->sched));
+    atomic_store(&a->ready, true);
+    return NULL;
+}
+
+/* ---------------------------------------------------------------- prep ---- */
+
+/* Render the chat template for the request's messages. */
+static char *render_chat(app_t *a, const sp_oai_req *q, sp_oai_error *e) {
+    cJSON *ctx = cJSON_CreateObject();
+    cJSON_AddItemReferenceToObject(ctx, "messages", q->messages);
+    if (q->tools) cJSON_AddItemReferenceToObject(ctx, "tools", q->tools);
+    cJSON_AddBoolToObject(ctx, "add_generation_prompt", true);
+    cJSON_AddStringToObject(ctx, "bos_token", a->bos_text);
+    cJSON_AddStringToObject(ctx, "eos_token", a->eos_text);
+    if (q->template_kwargs) {
+        const cJSON *kv;
+        cJSON_ArrayForEach(kv, q->template_kwargs) {
+            if (!cJSON_GetObjectItemCaseSensitive(ctx, kv->string))
+                cJSON_AddItemToObject(ctx, kv->string, cJSON_Duplicate(kv, true));
+        }
+    }
+    char *out = NULL, err[512];
+    size_t len;
+    sp_tmpl_status st = sp_tmpl_render(a->tmpl, ctx, NULL, &out, &len, err, sizeof err);
+    cJSON_Delete(ctx);
+    if (st != SP_TMPL_OK) {
+        sp_oai_set_error(e, st == SP_TMPL_ERAISED ? 400 : 500, st == SP_TMPL_ERAISED ? "invalid_request_error" : "server_error",
+                         NULL, st == SP_TMPL_ERAISED ? "messages" : NULL, "chat template: %s", err);
+        return NULL;
+    }
+    return out;
+}
+
+/* Tokenize text; add BOS unless the text already starts with it. */
+static int32_t tokenize(app_t *a, const char *text, bool add_special, bool parse_special, int32_t **out) {
+    size_t len = strlen(text);
+    bool starts_with_bos = a->bos_text[0] && !strncmp(text, a->bos_text, strlen(a->bos_text));
+    add_special = add_special && !(starts_with_bos && parse_special);
+    int32_t cap = (int32_t)(len < 1 << 28 ? len : 1 << 28) + 8;
+    int32_t *ids = malloc(sizeof(int32_t) * (size_t)cap);
+    int32_t n = sp_tok_encode(a->model->tok, text, len, add_special, parse_special, ids, cap);
+    if (n > cap) {
+        ids = realloc(ids, sizeof(int32_t) * (size_t)n);
+        n = sp_tok_encode(a->model->tok, text, len, add_special, parse_special, ids, n);
+    }
+    if (n < 0) { free(ids); return -1; }
+    *out = ids;
+    return n;
+}
+
+static uint64_t random_seed(app_t *a) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    uint64_t x = (uint64_t)ts.tv_nsec * 0x9E3779B97F4A7C15ull ^ (uint64_t)ts.tv_sec ^
+                 atomic_fetch_add(&a->next_id, 1) * 0xD1B54A32D192ED03ull;
+    return x;
+}
+
+/* Build and submit the job of a completion request. */
+static void prep_generation(rctx *r) {
+    app_t *a = r->app;
+    sp_oai_req *q = &r->req;
+    int32_t *ids = NULL, n;
+    if (q->kind == SP_OAI_CHAT) {
+        char *prompt = render_chat(a, q, &r->err);
+        if (!prompt) { r->failed = true; return; }
+        n = tokenize(a, prompt, true, true, &ids);
+        free(prompt);
+    } else if (q->prompt) {
+        n = tokenize(a, q->prompt, true, true, &ids);
+    } else {
+        n = q->n_prompt_ids;
+        ids = malloc(sizeof(int32_t) * (size_t)(n ? n : 1));
+        memcpy(ids, q->prompt_ids, sizeof(int32_t) * (size_t)n);
+        for (int32_t i = 0; i < n; i++) {
+            if (ids[i] >= a->model->hp.n_vocab) {
+                sp_oai_set_error(&r->err, 400, NULL, NULL, "prompt", "token id %d is out of range (vocabulary: %d)", ids[i],
+                                 a->model->hp.n_vocab);
+                r->failed = true;
+                free(ids);
+                return;
+            }
+        }
+    }
+    int32_t n_ctx = sp_sched_n_ctx(a->sched);
+    if (n < 0) {
+        sp_oai_set_error(&r->err, 400, NULL, NULL, "prompt", "the prompt cannot be tokenized");
+    } else if (n == 0) {
+        sp_oai_set_error(&r->err, 400, NULL, NULL, "prompt", "the prompt is empty");
+    } else if (n >= n_ctx) {
+        sp_oai_set_error(&r->err, 400, NULL, "context_length_exceeded", q->kind == SP_OAI_CHAT ? "messages" : "prompt",
+                         "This model's maximum context length is %d tokens. However, your prompt has %d tokens "
+                         "(at most %d fit, leaving room for one generated token).", n_ctx, n, n_ctx - 1);
+    } else if (q->max_tokens > 0 && (int64_t)n + q->max_tokens > n_ctx) {
+        sp_oai_set_error(&r->err, 400, NULL, "context_length_exceeded", "max_tokens",
+                         "This model's maximum context length is %d tokens. However, you requested %d tokens "
+                         "(%d in the prompt, %d for the completion).", n_ctx, n + q->max_tokens, n, q->max_tokens);
+    } else {
+        sp_job *j = sp_job_new();
+        j->p.prompt = ids;
+        j->p.n_prompt = n;
+        j->p.max_tokens = q->max_tokens;
+        j->p.ignore_eos = q->ignore_eos;
+        j->p.sampling = q->sampling;
+        if (!q->has_seed) j->p.sampling.seed = random_seed(a);
+        j->p.bias = q->bias; /* move ownership */
+        q->bias = NULL;
+        q->n_bias = 0;
+        j->p.stop = q->stop;
+        j->p.n_stop = q->n_stop;
+        q->stop = NULL;
+        q->n_stop = 0;
+        j->p.top_logprobs = q->top_logprobs;
+        sp_job_set_notify(j, rctx_wake, r);
+        pthread_mutex_lock(&r->mu);
+        bool gone = r->closed;
+        if (!gone) r->job = j;
+        pthread_mutex_unlock(&r->mu);
+        if (gone) { /* the client left while we prepared */
+            sp_job_unref(j);
+            return;
+        }
+        if (sp_sched_submit(a->sched, j) != 0) {
+            sp_oai_set_error(&r->err, 503, "server_error", "server_overloaded", NULL,
+                             "the server is busy: %d requests are waiting; retry shortly", a->cfg->max_queue);
+            sp_job_set_notify(j, NULL, NULL);
+            pthread_mutex_lock(&r->mu);
+            r->job = NULL;
+            pthread_mutex_unlock(&r->mu);
+            sp_job_unref(j);
+            r->failed = true;
+        }
+        return;
+    }
+    free(ids);
+    r->failed = true;
+}
+
+static void prep_tokenize(rctx *r) {
+    app_t *a = r->app;
+    cJSON *in = cJSON_ParseWithLength(r->body, r->body_len), *out = NULL;
+    const cJSON *content = cJSON_GetObjectItemCaseSensitive(in, "content");
+    const cJSON *add = cJSON_GetObjectItemCaseSensitive(in, "add_special");
+    const cJSON *parse = cJSON_GetObjectItemCaseSensitive(in, "parse_special");
+    const cJSON *pieces = cJSON_GetObjectItemCaseSensitive(in, "with_pieces");
+    if (!cJSON_IsObject(in) || !cJSON_IsString(content) || (add && !cJSON_IsBool(add)) || (parse && !cJSON_IsBool(parse)) ||
+        (pieces && !cJSON_IsBool(pieces))) {
+        sp_oai_set_error(&r->err, 400, NULL, NULL, "content",
+                         "expected {\"content\": string, \"add_special\"?: bool, \"parse_special\"?: bool, \"with_pieces\"?: bool}");
+        r->failed = true;
+    } else {
+        int32_t *ids;
+        int32_t n = sp_tok_encode(a->model->tok, content->valuestring, strlen(content->valuestring), cJSON_IsTrue(add),
+                                  !parse || cJSON_IsTrue(parse), NULL, 0);
+        ids = malloc(sizeof(int32_t) * (size_t)(n > 0 ? n : 1));
+        n = sp_tok_encode(a->model->tok, content->valuestring, strlen(content->valuestring), cJSON_IsTrue(add),
+                          !parse || cJSON_IsTrue(parse), ids, n > 0 ? n : 1);
+        out = cJSON_CreateObject();
+        cJSON *arr = cJSON_AddArrayToObject(out, "tokens");
+        char piece[512];
+        for (int32_t i = 0; i < n; i++) {
+            if (!cJSON_IsTrue(pieces)) { cJSON_AddItemToArray(arr, cJSON_CreateNumber(ids[i])); continue; }
+            int32_t len = sp_tok_piece(a->model->tok, ids[i], true, piece, sizeof piece);
+            cJSON *e = cJSON_CreateObject();
+            cJSON_AddNumberToObject(e, "id", ids[i]);
+            cJSON_AddItemToObject(e, "piece", sp_oai_string(piece, len > 0 && len <= (int32_t)sizeof piece ? (size_t)len : 0));
+            cJSON_AddItemToArray(arr, e);
+        }
+        free(ids);
+        r->result = cJSON_PrintUnformatted(out);
+    }
+    cJSON_Delete(in);
+    cJSON_Delete(out);
+}
+
+static void prep_detokenize(rctx *r) {
+    app_t *a = r->app;
+    cJSON *in = cJSON_ParseWithLength(r->body, r->body_len);
+    const cJSON *tokens = cJSON_GetObjectItemCaseSensitive(in, "tokens"), *t;
+    bool ok = cJSON_IsArray(tokens);
+    cJSON_ArrayForEach(t, tokens) {
+        if (!cJSON_IsNumber(t) || t->valuedouble < 0 || t->valuedouble >= a->model->hp.n_vocab ||
+            t->valuedouble != floor(t->valuedouble))
+            ok = false;
+    }
+    if (!ok) {
+        sp_oai_set_error(&r->err, 400, NULL, NULL, "tokens", "expected {\"tokens\": [token ids within the vocabulary]}");
+        r->failed = true;
+        cJSON_Delete(in);
+        return;
+    }
+    sp_detok d;
+    sp_detok_init(&d, a->model->tok, false);
+    int32_t cap = sp_detok_max_bytes(a->model->tok);
+    size_t len = 0, size = 256;
+    char *text = malloc(size);
+    cJSON_ArrayForEach(t, tokens) {
+        while (len + (size_t)cap + 16 > size) text = realloc(text, size *= 2);
+        int32_t n = sp_detok_push(&d, (int32_t)t->valuedouble, text + len, cap);
+        if (n > 0) len += (size_t)n;
+    }
+    while (len + 16 > size) text = realloc(text, size *= 2);
+    int32_t n = sp_detok_flush(&d, text + len, 16);
+    if (n > 0) len += (size_t)n;
+    cJSON *out = cJSON_CreateObject();
+    cJSON_AddItemToObject(out, "content", sp_oai_string(text, len));
+    r->result = cJSON_PrintUnformatted(out);
+    cJSON_Delete(out);
+    cJSON_Delete(in);
+    free(text);
+}
+
+static void prep_apply_template(rctx *r) {
+    char *prompt = render_chat(r->app, &r->req, &r->err);
+    if (!prompt) { r->failed = true; return; }
+    cJSON *out = cJSON_CreateObject();
+    cJSON_AddStringToObject(out, "prompt", prompt);
+    r->result = cJSON_PrintUnformatted(out);
+    cJSON_Delete(out);
+    free(prompt);
+}
+
+static void prep_one(rctx *r) {
+    switch (r->ep) {
+    case EP_CHAT:
+    case EP_COMPLETION: prep_generation(r); break;
+    case EP_TOKENIZE: prep_tokenize(r); break;
+    case EP_DETOKENIZE: prep_detokenize(r); break;
+    case EP_APPLY_TEMPLATE: prep_apply_template(r); break;
+    }
+    r->prep_done = true; /* published by the wake below (mutex) */
+    rctx_wake(r);
+}
+
+static void *prep_main(void *arg) {
+    app_t *a = arg;
+    for (;;) {
+        pthread_mutex_lock(&a->pmu);
+        while (!a->pquit && !a->pq_head) pthread_cond_wait(&a->pcv, &a->pmu);
+        rctx *r = a->pq_head;
+        if (r) {
+            a->pq_head = r->pq_next;
+            if (!a->pq_head) a->pq_tail = NULL;
+        }
+        bool quit = a->pquit && !r;
+        pthread_mutex_unlock(&a->pmu);
+        if (quit) return NULL;
+        pthread_mutex_lock(&r->mu);
+        bool gone = r->closed;
+        pthread_mutex_unlock(&r->mu);
+        if (!gone) prep_one(r);
+        rctx_unref(r);
+    }
+}
+
+static void prep_submit(app_t *a, rctx *r) {
+    atomic_fetch_add(&r->refs, 1);
+    pthread_mutex_lock(&a->pmu);
+    r->pq_next = NULL;
+    if (a->pq_tail) a->pq_tail->pq_next = r;
+    else a->pq_head = r;
+    a->pq_tail = r;
+    pthread_cond_signal(&a->pcv);
+    pthread_mutex_unlock(&a->pmu);
+}
+
+/* ---------------------------------------------------------- generation ---- */
+
+static const char *endpoint_name(endpoint ep) {
+    static const char *names[] = {"/v1/chat/completions", "/v1/completions", "/tokenize", "/detokenize", "/apply-template"};
+    return names[ep];
+}
+
+static sp_oai_meta meta_of(rctx *r) {
+    return (sp_oai_meta){r->req.kind, r->id, r->created, r->app->model_id};
+}
+
+static void sse_send(sp_http_conn *c, const char *json) {
+    sp_http_stream_write(c, "data: ", 6);
+    sp_http_stream_write(c, json, strlen(json));
+    sp_http_stream_write(c, "\n\n", 2);
+}
+
+/* Token texts for the logprobs of one event; strings are kept in r until the answer is built. */
+static void fill_lp(rctx *r, const sp_job_event *ev, sp_oai_logprob *lp, bool keep) {
+    const sp_tok *tok = r->app->model->tok;
+    memset(lp, 0, sizeof *lp);
+    int32_t n_str = 1 + ev->n_top;
+    if (keep && r->n_lp_strings + n_str > 0) {
+        r->lp_strings = realloc(r->lp_strings, sizeof(char *) * (size_t)(r->n_lp_strings + n_str));
+    }
+    for (int32_t k = -1; k < ev->n_top; k++) {
+        int32_t id = k < 0 ? ev->token : ev->top[k].token;
+        char buf[512];
+        int32_t n = sp_tok_piece(tok, id, true, buf, sizeof buf);
+        if (n < 0 || n > (int32_t)sizeof buf) n = 0;
+        char *s = malloc((size_t)n + 1);
+        memcpy(s, buf, (size_t)n);
+        s[n] = 0;
+        if (k < 0) { lp->token = s; lp->token_len = (size_t)n; lp->logprob = ev->logprob; }
+        else { lp->top_token[k] = s; lp->top_len[k] = (size_t)n; lp->top_logprob[k] = ev->top[k].logprob; }
+        if (keep) r->lp_strings[r->n_lp_strings++] = s;
+    }
+    lp->n_top = ev->n_top;
+}
+
+static void free_lp_strings(sp_oai_logprob *lp) {
+    free((char *)lp->token);
+    for (int32_t k = 0; k < lp->n_top; k++) free((char *)lp->top_token[k]);
+}
+
+static void stream_event(rctx *r, sp_http_conn *c, const sp_job_event *ev) {
+    bool with_lp = r->req.top_logprobs >= 0 && ev->token >= 0;
+    if (ev->len == 0 && !with_lp) return;
+    sp_oai_logprob lp;
+    if (with_lp) fill_lp(r, ev, &lp, false);
+    sp_oai_meta m = meta_of(r);
+    char *s = sp_oai_chunk(&m, false, ev->text, ev->len, NULL, with_lp ? &lp : NULL, with_lp ? 1 : 0);
+    sse_send(c, s);
+    free(s);
+    if (with_lp) free_lp_strings(&lp);
+}
+
+static void collect_event(rctx *r, const sp_job_event *ev) {
+    if (r->text_len + ev->len + 1 > r->text_cap) {
+        r->text_cap = (r->text_len + ev->len + 1) * 2;
+        r->text = realloc(r->text, r->text_cap);
+    }
+    memcpy(r->text + r->text_len, ev->text, ev->len);
+    r->text_len += ev->len;
+    r->text[r->text_len] = 0;
+    if (r->req.top_logprobs >= 0 && ev->token >= 0) {
+        if (r->n_lps == r->cap_lps) {
+            r->cap_lps = r->cap_lps ? r->cap_lps * 2 : 64;
+            r->lps = realloc(r->lps, sizeof *r->lps * (size_t)r->cap_lps);
+        }
+        fill_lp(r, ev, &r->lps[r->n_lps++], true);
+    }
+}
+
+static sp_oai_usage usage_of(const sp_job *j) {
+    return (sp_oai_usage){j->n_prompt_tokens, j->n_gen_tokens, j->n_cached_tokens};
+}
+
+static void record_generation(rctx *r, sp_finish f) {
+    const sp_job *j = r->job;
+    double ttft = j->n_gen_tokens > 0 ? j->t_first_token - r->t_first : -1;
+    sp_metrics_generation(&r->app->metrics, j->n_prompt_tokens, j->n_cached_tokens, j->n_gen_tokens, ttft,
+                          j->t_end - j->t_first_token, f == SP_FINISH_CANCELLED);
+    char note[96];
+    snprintf(note, sizeof note, "tokens %d+%d (cached %d) %s", j->n_prompt_tokens, j->n_gen_tokens, j->n_cached_tokens,
+             sp_finish_name(f));
+    sp_http_log_note(r->conn, note);
+}
+
+static void finish_stream(rctx *r, sp_http_conn *c, sp_finish f) {
+    sp_oai_meta m = meta_of(r);
+    if (f == SP_FINISH_ERROR) {
+        sp_oai_error e;
+        sp_oai_set_error(&e, 500, "server_error", NULL, NULL, "%s", r->job->error);
+        char *s = sp_oai_error_json(&e);
+        sse_send(c, s);
+        free(s);
+    } else {
+        char *s = sp_oai_chunk(&m, false, NULL, 0, f == SP_FINISH_LENGTH ? "length" : "stop", NULL, 0);
+        sse_send(c, s);
+        free(s);
+        if (r->req.include_usage) {
+            sp_oai_usage u = usage_of(r->job);
+            s = sp_oai_usage_chunk(&m, &u);
+            sse_send(c, s);
+            free(s);
+        }
+    }
+    sp_http_stream_write(c, "data: [DONE]\n\n", 14);
+    sp_http_stream_end(c);
+    r->answered = true;
+}
+
+static void finish_whole(rctx *r, sp_http_conn *c, sp_finish f) {
+    if (f == SP_FINISH_ERROR) {
+        reply_simple_error(c, r->job->error_status ? r->job->error_status : 500,
+                           r->job->error_status == 400 ? "invalid_request_error" : "server_error", NULL, NULL, r->job->error);
+        r->answered = true;
+        return;
+    }
+    sp_oai_meta m = meta_of(r);
+    sp_oai_usage u = usage_of(r->job);
+    const char *text = r->text ? r->text : "";
+    size_t len = r->text_len;
+    char *echoed = NULL;
+    if (r->req.echo && r->req.prompt) {
+        size_t pl = strlen(r->req.prompt);
+        echoed = malloc(pl + len + 1);
+        memcpy(echoed, r->req.prompt, pl);
+        memcpy(echoed + pl, text, len + 1);
+        text = echoed;
+        len += pl;
+    }
+    char *s = sp_oai_response(&m, text, len, f == SP_FINISH_LENGTH ? "length" : "stop",
+                              r->req.top_logprobs >= 0 ? r->lps : NULL, r->n_lps, &u);
+    reply_json(r, c, 200, s);
+    free(s);
+    free(echoed);
+}
+
+static void pump_generation(rctx *r, sp_http_conn *c) {
+    sp_job_event ev[32];
+    sp_finish f;
+    bool started;
+    size_t n;
+    do {
+        n = sp_job_drain(r->job, ev, 32, &f, &started);
+        if (r->req.stream && !r->stream_begun) {
+            sp_http_add_header(c, "Cache-Control", "no-cache");
+            sp_http_add_header(c, "X-Accel-Buffering", "no");
+            sp_http_stream_begin(c, 200, "text/event-stream");
+            r->stream_begun = true;
+        }
+        if (r->req.stream && r->req.kind == SP_OAI_CHAT && !r->role_sent && (started || n > 0)) {
+            sp_oai_meta m = meta_of(r);
+            char *s = sp_oai_chunk(&m, true, "", 0, NULL, NULL, 0);
+            sse_send(c, s);
+            free(s);
+            r->role_sent = true;
+        }
+        for (size_t i = 0; i < n; i++) {
+            if (r->req.stream) stream_event(r, c, &ev[i]);
+            else collect_event(r, &ev[i]);
+            free(ev[i].text);
+        }
+    } while (n == 32);
+    if (f == SP_FINISH_NONE) return;
+    record_generation(r, f);
+    if (r->req.stream) finish_stream(r, c, f);
+    else finish_whole(r, c, f);
+}
+
+/* --------------------------------------------------- connection events ---- */
+
+static void rctx_pump(void *arg, sp_http_conn *c) {
+    rctx *r = arg;
+    pthread_mutex_lock(&r->mu);
+    bool ready = r->prep_done;
+    pthread_mutex_unlock(&r->mu);
+    if (!ready || r->answered) return;
+    if (r->failed) {
+        reply_error(c, &r->err);
+        r->answered = true;
+    } else if (r->result) {
+        reply_json(r, c, 200, r->result);
+    } else if (r->job) {
+        pump_generation(r, c);
+    }
+}
+
+static void rctx_closed(void *arg, bool client_gone) {
+    rctx *r = arg;
+    pthread_mutex_lock(&r->mu);
+    r->closed = true;
+    sp_job *j = r->job;
+    pthread_mutex_unlock(&r->mu);
+    if (j) {
+        sp_job_set_notify(j, NULL, NULL); /* from here on no engine callback touches r */
+        if (sp_job_state(j) == SP_FINISH_NONE) {
+            sp_job_cancel(j); /* the engine stops it within one step */
+            sp_metrics_generation(&r->app->metrics, 0, 0, 0, -1, 0, 1);
+        }
+    }
+    rctx_unref(r);
+}
+
+/* ------------------------------------------------------------- routing ---- */
+
+static bool json_content_type(const char *ct) {
+    if (!ct) return true;
+    return !strncasecmp(ct, "application/json", 16) || !strncasecmp(ct, "text/plain", 10);
+}
+
+static void handle_health(app_t *a, sp_http_conn *c) {
+    if (atomic_load(&a->ready)) reply_json(NULL, c, 200, "{\"status\":\"ok\"}");
+    else {
+        sp_http_add_header(c, "Retry-After", "1");
+        reply_json(NULL, c, 503, "{\"status\":\"loading\"}");
+    }
+}
+
+static void handle_models(app_t *a, sp_http_conn *c) {
+    const char *names[1] = {a->model_id};
+    char *s = sp_oai_models(names, 1, a->started_at);
+    reply_json(NULL, c, 200, s);
+    free(s);
+}
+
+static void handle_metrics(app_t *a, sp_http_conn *c) {
+    sp_sched_stats st = {0};
+    bool ready = atomic_load(&a->ready);
+    if (ready) sp_sched_get_stats(a->sched, &st);
+    char *s = sp_metrics_render(&a->metrics, st.queue_depth, st.running, ready);
+    sp_http_respond(c, 200, "text/plain; version=0.0.4; charset=utf-8", s, strlen(s));
+    free(s);
+}
+
+/* POST endpoints that need the model: parse what can be parsed here, the rest goes to prep. */
+static void handle_model_post(app_t *a, sp_http_conn *c, const sp_http_request *req, endpoint ep) {
+    if (!json_content_type(req->content_type)) {
+        reply_simple_error(c, 415, NULL, "unsupported_media_type", NULL,
+                           "send the request body as JSON with 'Content-Type: application/json'");
+        return;
+    }
+    if (!atomic_load(&a->ready)) {
+        reply_simple_error(c, 503, "server_error", "model_loading", NULL, "the model is still loading; retry shortly");
+        return;
+    }
+    rctx *r = rctx_new(a, ep);
+    r->t_first = sp_now();
+    if (ep == EP_CHAT || ep == EP_COMPLETION || ep == EP_APPLY_TEMPLATE) {
+        sp_oai_kind kind = ep == EP_COMPLETION ? SP_OAI_COMPLETION : SP_OAI_CHAT;
+        if (!sp_oai_parse(kind, req->body, req->body_len, &a->limits, &r->req, &r->err)) {
+            reply_error(c, &r->err);
+            rctx_unref(r);
+            return;
+        }
+        if (ep != EP_APPLY_TEMPLATE && r->req.model && strcmp(r->req.model, a->model_id) != 0) {
+            sp_oai_error e;
+            sp_oai_set_error(&e, 404, "invalid_request_error", "model_not_found", "model",
+                             "The model '%.100s' does not exist; this server serves '%s'", r->req.model, a->model_id);
+            reply_error(c, &e);
+            rctx_unref(r);
+            return;
+        }
+        if (ep == EP_COMPLETION && r->req.echo && !r->req.prompt) {
+            reply_simple_error(c, 400, NULL, NULL, "echo", "'echo' needs a text prompt");
+            rctx_unref(r);
+            return;
+        }
+    } else {
+        r->body = malloc(req->body_len + 1);
+        memcpy(r->body, req->body, req->body_len);
+        r->body[req->body_len] = 0;
+        r->body_len = req->body_len;
+    }
+    snprintf(r->id, sizeof r->id, "%s-%llx%06llx", ep == EP_CHAT ? "chatcmpl" : "cmpl",
+             (unsigned long long)r->created, (unsigned long long)atomic_fetch_add(&a->next_id, 1));
+    r->conn = c;
+    sp_http_set_async(c, rctx_pump, rctx_closed, r);
+    prep_submit(a, r);
+}
+
+static void handler(void *ud, sp_http_conn *c, const sp_http_request *req) {
+    app_t *a = ud;
+    const char *p = req->path;
+    bool get = !strcmp(req->method, "GET") || !strcmp(req->method, "HEAD"), post = !strcmp(req->method, "POST");
+    const char *ep_name = p;
+    if (get && !strcmp(p, "/health")) handle_health(a, c);
+    else if (get && (!strcmp(p, "/v1/models") || !strcmp(p, "/models"))) handle_models(a, c);
+    else if (get && !strcmp(p, "/metrics")) handle_metrics(a, c);
+    else if (post && (!strcmp(p, "/v1/chat/completions") || !strcmp(p, "/chat/completions")))
+        handle_model_post(a, c, req, EP_CHAT), ep_name = endpoint_name(EP_CHAT);
+    else if (post && (!strcmp(p, "/v1/completions") || !strcmp(p, "/completions")))
+        handle_model_post(a, c, req, EP_COMPLETION), ep_name = endpoint_name(EP_COMPLETION);
+    else if (post && !strcmp(p, "/tokenize")) handle_model_post(a, c, req, EP_TOKENIZE);
+    else if (post && !strcmp(p, "/detokenize")) handle_model_post(a, c, req, EP_DETOKENIZE);
+    else if (post && !strcmp(p, "/apply-template")) handle_model_post(a, c, req, EP_APPLY_TEMPLATE);
+    else {
+        bool known = !strcmp(p, "/health") || !strcmp(p, "/v1/models") || !strcmp(p, "/models") ||
+                     !strcmp(p, "/metrics") || !strcmp(p, "/v1/chat/completions") || !strcmp(p, "/chat/completions") ||
+                     !strcmp(p, "/v1/completions") || !strcmp(p, "/completions") || !strcmp(p, "/tokenize") ||
+                     !strcmp(p, "/detokenize") || !strcmp(p, "/apply-template");
+        char msg[300];
+        snprintf(msg, sizeof msg, known ? "method %s is not allowed on %.200s" : "no route for %s %.200s", req->method, p);
+        if (known) sp_http_add_header(c, "Allow", get || !post ? "GET, POST" : "POST");
+        reply_simple_error(c, known ? 405 : 404, NULL, known ? "method_not_allowed" : "not_found", NULL, msg);
+        ep_name = "other";
+    }
+    (void)ep_name;
+}
+
+/* ----------------------------------------------------------------- run ---- */
+
+static void on_signal(int sig) {
+    (void)sig;
+    if (g_app && g_app->http) sp_http_stop(g_app->http);
+}
+
+static void install_signals(void) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+}
+
+int sp_app_run(const sp_app_config *cfg) {
+    app_t *a = calloc(1, sizeof *a);
+    a->cfg = cfg;
+    a->started_at = (int64_t)time(NULL);
+    a->limits = sp_oai_default_limits();
+    sp_metrics_init(&a->metrics);
+    pthread_mutex_init(&a->pmu, NULL);
+    pthread_cond_init(&a->pcv, NULL);
+    if (cfg->model_alias) snprintf(a->model_id, sizeof a->model_id, "%s", cfg->model_alias);
+    else model_id_from_path(cfg->model_path, a->model_id, sizeof a->model_id);
+
+    static const char *open_paths[] = {"/health"};
+    sp_http_opts ho = {
+        .host = cfg->host, .port = cfg->port, .max_connections = cfg->max_connections, .max_body = cfg->max_body,
+        .idle_timeout_s = cfg->idle_timeout_s, .api_keys = cfg->api_keys, .n_api_keys = cfg->n_api_keys,
+        .open_paths = open_paths, .n_open_paths = 1, .cors_origins = cfg->cors_origins, .log_requests = !cfg->quiet,
+        .handler = handler, .ud = a,
+    };
+    char err[512] = "";
+    a->http = sp_http_new(&ho, err, sizeof err);
+    if (!a->http) {
+        fprintf(stderr, "sparrow serve: %s\n", err);
+        free(a);
+        return 1;
+    }
+    g_app = a;
+    install_signals();
+    const char *host = cfg->host ? cfg->host : "127.0.0.1";
+    bool v6 = strchr(host, ':') != NULL;
+    fprintf(stderr, "sparrow serve: listening on http://%s%s%s:%d (model id '%s')\n", v6 ? "[" : "", host, v6 ? "]" : "",
+            sp_http_port(a->http), a->model_id);
+    if (strcmp(host, "127.0.0.1") != 0 && strcmp(host, "::1") != 0 && strcmp(host, "localhost") != 0 && cfg->n_api_keys == 0)
+        fprintf(stderr, "sparrow serve: WARNING: listening on %s WITHOUT an API key: anyone who can reach this "
+                        "address can use the model (set --api-key)\n", host);
+
+    pthread_t loader;
+    pthread_create(&loader, NULL, loader_main, a);
+    for (int i = 0; i < 2; i++) pthread_create(&a->prep_threads[i], NULL, prep_main, a);
+
+    sp_http_run(a->http);
+
+    pthread_join(loader, NULL);
+    pthread_mutex_lock(&a->pmu);
+    a->pquit = true;
+    pthread_cond_broadcast(&a->pcv);
+    pthread_mutex_unlock(&a->pmu);
+    for (int i = 0; i < 2; i++) pthread_join(a->prep_threads[i], NULL);
+    int rc = atomic_load(&a->load_failed) ? 1 : 0;
+    sp_http_free(a->http);
+    g_app = NULL;
+    sp_sched_free(a->sched);
+    sp_tmpl_free(a->tmpl);
+    sp_model_free(a->model);
+    sp_metrics_destroy(&a->metrics);
+    pthread_mutex_destroy(&a->pmu);
+    pthread_cond_destroy(&a->pcv);
+    free(a);
+    fprintf(stderr, "sparrow serve: stopped\n");
+    return rc;
+}

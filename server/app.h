@@ -1,0 +1,33 @@
+/* server/app.h — the sparrow server application: the model, its scheduler and chat template, the
+ * HTTP routes of the OpenAI-compatible API, and the metrics. `sparrow serve` (cli/serve.c) fills
+ * sp_app_config and calls sp_app_run. The model loads on a background thread while the server
+ * already answers (/health says 503 until it is ready). */
+#ifndef SP_SERVER_APP_H
+#define SP_SERVER_APP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct {
+    const char *model_path;
+    const char *model_alias;   /* the id clients send as `model` (default: file name without .gguf) */
+    const char *host;
+    int port;
+    const char *const *api_keys;
+    int n_api_keys;
+    const char *cors_origins;
+    int32_t n_ctx;             /* <= 0: the model's */
+    int32_t threads;           /* compute threads (the reference engine runs on one) */
+    int32_t max_queue;         /* waiting requests before 503 */
+    size_t max_body;           /* request body bytes */
+    unsigned max_connections;
+    unsigned idle_timeout_s;
+    const char *chat_template_file; /* overrides the model's template */
+    bool quiet;                /* no per-request log lines */
+} sp_app_config;
+
+/* Runs until SIGINT/SIGTERM; returns the exit status. */
+int sp_app_run(const sp_app_config *cfg);
+
+#endif

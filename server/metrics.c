@@ -1,0 +1,120 @@
+/* server/metrics.c — see metrics.h. */
+#include "server/metrics.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const double ttft_bounds[] = {0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60};
+static const double tps_bounds[] = {1, 2, 5, 10, 20, 35, 50, 75, 100, 150, 250, 500, 1000};
+
+void sp_metrics_init(sp_metrics *m) {
+    memset(m, 0, sizeof *m);
+    pthread_mutex_init(&m->mu, NULL);
+    m->ttft.bounds = ttft_bounds;
+    m->ttft.n_bounds = (int)(sizeof ttft_bounds / sizeof ttft_bounds[0]);
+    m->tps.bounds = tps_bounds;
+    m->tps.n_bounds = (int)(sizeof tps_bounds / sizeof tps_bounds[0]);
+}
+
+void sp_metrics_destroy(sp_metrics *m) { pthread_mutex_destroy(&m->mu); }
+
+static void observe(sp_histogram *h, double v) {
+    int i = 0;
+    while (i < h->n_bounds && v > h->bounds[i]) i++;
+    h->counts[i]++;
+    h->sum += v;
+    h->count++;
+}
+
+void sp_metrics_request(sp_metrics *m, const char *endpoint, int status) {
+    int cls = status / 100;
+    if (cls < 1 || cls > 5) cls = 5;
+    pthread_mutex_lock(&m->mu);
+    int i = 0;
+    while (i < SP_METRICS_ENDPOINTS && m->endpoints[i] && strcmp(m->endpoints[i], endpoint) != 0) i++;
+    if (i == SP_METRICS_ENDPOINTS) i = SP_METRICS_ENDPOINTS - 1; /* "other" overflow: endpoints are a fixed set */
+    if (!m->endpoints[i]) m->endpoints[i] = endpoint;
+    m->requests[i][cls]++;
+    pthread_mutex_unlock(&m->mu);
+}
+
+void sp_metrics_generation(sp_metrics *m, int32_t prompt, int32_t cached, int32_t generated, double ttft_s,
+                           double gen_s, int cancelled) {
+    pthread_mutex_lock(&m->mu);
+    m->prompt_tokens += (uint64_t)(prompt > 0 ? prompt : 0);
+    m->cached_tokens += (uint64_t)(cached > 0 ? cached : 0);
+    m->generated_tokens += (uint64_t)(generated > 0 ? generated : 0);
+    if (cancelled) m->cancelled++;
+    if (generated > 0 && ttft_s >= 0) observe(&m->ttft, ttft_s);
+    if (generated > 1 && gen_s > 0) observe(&m->tps, (generated - 1) / gen_s);
+    pthread_mutex_unlock(&m->mu);
+}
+
+typedef struct {
+    char *buf;
+    size_t len, cap;
+} sbuf;
+
+static void put(sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void put(sbuf *b, const char *fmt, ...) {
+    for (;;) {
+        va_list ap;
+        va_start(ap, fmt);
+        int n = vsnprintf(b->buf + b->len, b->cap - b->len, fmt, ap);
+        va_end(ap);
+        if (n >= 0 && (size_t)n < b->cap - b->len) {
+            b->len += (size_t)n;
+            return;
+        }
+        b->cap = b->cap * 2 + (size_t)(n > 0 ? n : 0);
+        b->buf = realloc(b->buf, b->cap);
+        if (!b->buf) abort();
+    }
+}
+
+static void histogram(sbuf *b, const char *name, const char *help, const sp_histogram *h) {
+    put(b, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name);
+    uint64_t cum = 0;
+    for (int i = 0; i < h->n_bounds; i++) {
+        cum += h->counts[i];
+        put(b, "%s_bucket{le=\"%g\"} %llu\n", name, h->bounds[i], (unsigned long long)cum);
+    }
+    cum += h->counts[h->n_bounds];
+    put(b, "%s_bucket{le=\"+Inf\"} %llu\n%s_sum %.6f\n%s_count %llu\n", name, (unsigned long long)cum, name, h->sum,
+        name, (unsigned long long)h->count);
+}
+
+char *sp_metrics_render(sp_metrics *m, int32_t queue_depth, int32_t running, int ready) {
+    sbuf b = {malloc(4096), 0, 4096};
+    pthread_mutex_lock(&m->mu);
+    put(&b, "# HELP sparrow_requests_total HTTP requests by endpoint and status class.\n"
+            "# TYPE sparrow_requests_total counter\n");
+    for (int i = 0; i < SP_METRICS_ENDPOINTS && m->endpoints[i]; i++)
+        for (int c = 1; c <= 5; c++)
+            if (m->requests[i][c])
+                put(&b, "sparrow_requests_total{endpoint=\"%s\",status=\"%dxx\"} %llu\n", m->endpoints[i], c,
+                    (unsigned long long)m->requests[i][c]);
+    put(&b, "# HELP sparrow_requests_cancelled_total Generations stopped because the client went away.\n"
+            "# TYPE sparrow_requests_cancelled_total counter\nsparrow_requests_cancelled_total %llu\n",
+        (unsigned long long)m->cancelled);
+    put(&b, "# HELP sparrow_prompt_tokens_total Prompt tokens of finished requests.\n"
+            "# TYPE sparrow_prompt_tokens_total counter\nsparrow_prompt_tokens_total %llu\n",
+        (unsigned long long)m->prompt_tokens);
+    put(&b, "# HELP sparrow_prompt_tokens_cached_total Prompt tokens whose KV was reused.\n"
+            "# TYPE sparrow_prompt_tokens_cached_total counter\nsparrow_prompt_tokens_cached_total %llu\n",
+        (unsigned long long)m->cached_tokens);
+    put(&b, "# HELP sparrow_generated_tokens_total Generated tokens.\n"
+            "# TYPE sparrow_generated_tokens_total counter\nsparrow_generated_tokens_total %llu\n",
+        (unsigned long long)m->generated_tokens);
+    histogram(&b, "sparrow_time_to_first_token_seconds", "Seconds from request to first generated token.", &m->ttft);
+    histogram(&b, "sparrow_generation_tokens_per_second", "Decode speed of each request.", &m->tps);
+    pthread_mutex_unlock(&m->mu);
+    put(&b, "# HELP sparrow_queue_depth Requests waiting for the engine.\n# TYPE sparrow_queue_depth gauge\n"
+            "sparrow_queue_depth %d\n", queue_depth);
+    put(&b, "# HELP sparrow_requests_running Requests being generated now.\n# TYPE sparrow_requests_running gauge\n"
+            "sparrow_requests_running %d\n", running);
+    put(&b, "# HELP sparrow_ready Whether the model is loaded.\n# TYPE sparrow_ready gauge\nsparrow_ready %d\n", ready);
+    return b.buf;
+}

@@ -1,0 +1,40 @@
+/* server/metrics.h — the server's counters and histograms, rendered as Prometheus text for
+ * GET /metrics. Updated from the loop thread; read under a mutex so any thread may render. */
+#ifndef SP_SERVER_METRICS_H
+#define SP_SERVER_METRICS_H
+
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define SP_METRICS_ENDPOINTS 8
+#define SP_METRICS_MAX_BUCKETS 16
+
+typedef struct {
+    const double *bounds;     /* upper bounds, ascending; +Inf implied */
+    int n_bounds;
+    uint64_t counts[SP_METRICS_MAX_BUCKETS + 1];
+    double sum;
+    uint64_t count;
+} sp_histogram;
+
+typedef struct {
+    pthread_mutex_t mu;
+    /* requests by endpoint and status class */
+    const char *endpoints[SP_METRICS_ENDPOINTS];
+    uint64_t requests[SP_METRICS_ENDPOINTS][6]; /* index status / 100 (1xx..5xx), 0 unused */
+    uint64_t cancelled;       /* generations ended because the client went away */
+    uint64_t prompt_tokens, generated_tokens, cached_tokens;
+    sp_histogram ttft;        /* seconds from request to first token */
+    sp_histogram tps;         /* generated tokens per second, per request */
+} sp_metrics;
+
+void sp_metrics_init(sp_metrics *m);
+void sp_metrics_destroy(sp_metrics *m);
+void sp_metrics_request(sp_metrics *m, const char *endpoint, int status);
+void sp_metrics_generation(sp_metrics *m, int32_t prompt, int32_t cached, int32_t generated, double ttft_s,
+                           double gen_s, int cancelled);
+/* Prometheus text exposition; queue depth and running come from the scheduler. malloc'd. */
+char *sp_metrics_render(sp_metrics *m, int32_t queue_depth, int32_t running, int ready);
+
+#endif
