@@ -1,11 +1,11 @@
-/* bench/bench_tok.c — tokenizer throughput: encodes ~1 MB of text (the vocabulary test inputs,
- * repeated) as one string and prints MB/s for encode and for streaming decode.
+/* bench/bench_tok.c — tokenizer throughput: encodes ~1 MB of text as one string and prints MB/s
+ * for encode and for streaming decode (and whether the decode gives the text back), per vocabulary.
  * Build (from the repository root):
- *   gcc -std=c11 -O2 -D_GNU_SOURCE -I. bench/bench_tok.c engine/tok.c engine/tok_spm.c \
- *       storage/gguf_read.c storage/gguf_write.c kernels/types.c -lm -o /tmp/bench_tok
- * Run: /tmp/bench_tok [VOCAB.gguf [TEXT_FILE]]
- *   default vocab: $SPARROW_SHARED (else ../shared)/tokenizers/ggml-vocab-llama-spm.gguf, and its
- *   .inp file as the text. */
+ *   gcc -std=c11 -O2 -D_GNU_SOURCE -DPCRE2_CODE_UNIT_WIDTH=8 -I. bench/bench_tok.c engine/tok*.c \
+ *       storage/gguf_read.c storage/gguf_write.c kernels/types.c -lpcre2-8 -lm -o /tmp/bench_tok
+ * Run: /tmp/bench_tok [TEXT_FILE [VOCAB.gguf ...]]
+ *   default text: $SPARROW_SHARED (else ../shared)/design/ARCHITECTURE.md (English prose), repeated
+ *   to 1 MB; default vocabularies: tokenizers/ggml-vocab-{llama-bpe,qwen2,llama-spm,gpt-2,bert-bge}. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,40 +43,16 @@ static char *read_all(const char *path, size_t *len) {
     return buf;
 }
 
-int main(int argc, char **argv) {
-    const char *shared = getenv("SPARROW_SHARED");
-    if (!shared || !*shared) shared = "../shared";
-    char vocab[1024], textpath[1100];
-    snprintf(vocab, sizeof vocab, "%s", argc > 1 ? argv[1] : "");
-    if (argc <= 1) snprintf(vocab, sizeof vocab, "%s/tokenizers/ggml-vocab-llama-spm.gguf", shared);
-    if (argc > 2) snprintf(textpath, sizeof textpath, "%s", argv[2]);
-    else snprintf(textpath, sizeof textpath, "%s.inp", vocab);
-
+/* Encode text[0..len) with one vocabulary (best of a few runs), then stream-decode it. */
+static int bench_vocab(const char *vocab, const char *text, size_t len) {
     char err[512];
     sp_gguf *g = sp_gguf_open(vocab, err, sizeof err);
     if (!g) return fprintf(stderr, "bench_tok: %s\n", err), 1;
     sp_tok *t = sp_tok_from_gguf(g, err, sizeof err);
     sp_gguf_close(g);
-    if (!t) return fprintf(stderr, "bench_tok: %s\n", err), 1;
-
-    size_t src_len;
-    char *src = read_all(textpath, &src_len);
-    if (!src || src_len == 0) return fprintf(stderr, "bench_tok: cannot read %s\n", textpath), 1;
-    /* the test-vector separators become newlines */
-    size_t w = 0;
-    static const char sep[] = "__ggml_vocab_test__";
-    for (size_t i = 0; i < src_len;) {
-        if (src_len - i >= sizeof sep - 1 && memcmp(src + i, sep, sizeof sep - 1) == 0) i += sizeof sep - 1;
-        else src[w++] = src[i++];
-    }
-    src_len = w;
-
-    size_t len = 0;
-    char *text = malloc(TARGET_BYTES + src_len);
-    while (len < TARGET_BYTES) {
-        memcpy(text + len, src, src_len);
-        len += src_len;
-    }
+    if (!t) return fprintf(stderr, "bench_tok: %s: %s\n", vocab, err), 1;
+    const char *base = strrchr(vocab, '/');
+    printf("%s\n", base ? base + 1 : vocab);
 
     int32_t max = (int32_t)(len * 3 + 16);
     int32_t *ids = malloc((size_t)max * sizeof *ids);
@@ -85,31 +61,74 @@ int main(int argc, char **argv) {
     int32_t n = 0;
     for (int r = 0; r < reps; r++) {
         double t0 = now_s();
-        n = sp_tok_encode(t, text, len, true, false, ids, max);
+        n = sp_tok_encode(t, text, len, false, false, ids, max);
         double dt = now_s() - t0;
         if (n < 0) return fprintf(stderr, "bench_tok: encode failed\n"), 1;
         if (dt < best) best = dt;
     }
-    printf("encode: %.2f MB in %.1f ms -> %.1f MB/s (%d tokens, best of %d)\n", (double)len / 1e6, best * 1e3,
+    printf("  encode: %.2f MB in %.1f ms -> %.1f MB/s (%d tokens, best of %d)\n", (double)len / 1e6, best * 1e3,
            (double)len / 1e6 / best, n, reps);
 
     int32_t cap = sp_detok_max_bytes(t);
-    char *buf = malloc((size_t)cap);
+    char *out = malloc(len * 3 + (size_t)cap + 16);
     size_t out_bytes = 0;
     double t0 = now_s();
     sp_detok d;
-    sp_detok_init(&d, t, true);
+    sp_detok_init(&d, t, sp_tok_add_space_prefix(t) || sp_tok_get_kind(t) == SP_TOK_WPM);
     for (int32_t i = 0; i < n; i++) {
-        int32_t k = sp_detok_push(&d, ids[i], buf, cap);
+        int32_t k = sp_detok_push(&d, ids[i], out + out_bytes, cap);
         if (k > 0) out_bytes += (size_t)k;
     }
+    int32_t k = sp_detok_flush(&d, out + out_bytes, cap);
+    if (k > 0) out_bytes += (size_t)k;
     double dt = now_s() - t0;
-    printf("decode: %d tokens in %.1f ms -> %.1f MB/s\n", n, dt * 1e3, (double)out_bytes / 1e6 / dt);
-
-    free(buf);
+    bool same = out_bytes == len && memcmp(out, text, len) == 0;
+    printf("  decode: %d tokens in %.1f ms -> %.1f MB/s (%s)\n", n, dt * 1e3, (double)out_bytes / 1e6 / dt,
+           same ? "gives the text back" : "differs from the text");
+    free(out);
     free(ids);
-    free(text);
-    free(src);
     sp_tok_free(t);
     return 0;
+}
+
+int main(int argc, char **argv) {
+    const char *shared = getenv("SPARROW_SHARED");
+    if (!shared || !*shared) shared = "../shared";
+    char textpath[1100];
+    if (argc > 1) snprintf(textpath, sizeof textpath, "%s", argv[1]);
+    else snprintf(textpath, sizeof textpath, "%s/design/ARCHITECTURE.md", shared);
+
+    size_t src_len;
+    char *src = read_all(textpath, &src_len);
+    if (!src || src_len == 0) return fprintf(stderr, "bench_tok: cannot read %s\n", textpath), 1;
+    /* test-vector separators (when a .inp file is the text) become nothing */
+    size_t w = 0;
+    static const char sep[] = "__ggml_vocab_test__";
+    for (size_t i = 0; i < src_len;) {
+        if (src_len - i >= sizeof sep - 1 && memcmp(src + i, sep, sizeof sep - 1) == 0) i += sizeof sep - 1;
+        else src[w++] = src[i++];
+    }
+    src_len = w;
+    size_t len = 0;
+    char *text = malloc(TARGET_BYTES + src_len);
+    while (len < TARGET_BYTES) {
+        memcpy(text + len, src, src_len);
+        len += src_len;
+    }
+    printf("text: %s, repeated to %.2f MB\n", textpath, (double)len / 1e6);
+
+    static const char *const defaults[] = {"llama-bpe", "qwen2", "llama-spm", "gpt-2", "bert-bge"};
+    int rc = 0;
+    if (argc > 2) {
+        for (int i = 2; i < argc; i++) rc |= bench_vocab(argv[i], text, len);
+    } else {
+        for (size_t i = 0; i < sizeof defaults / sizeof defaults[0]; i++) {
+            char vocab[1200];
+            snprintf(vocab, sizeof vocab, "%s/tokenizers/ggml-vocab-%s.gguf", shared, defaults[i]);
+            rc |= bench_vocab(vocab, text, len);
+        }
+    }
+    free(text);
+    free(src);
+    return rc;
 }

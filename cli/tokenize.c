@@ -88,7 +88,7 @@ static int tokenize_encode(const sp_tok *t, const tokenize_opts *o) {
 
 static int tokenize_decode(const sp_tok *t, const char *list) {
     sp_detok d;
-    sp_detok_init(&d, t, sp_tok_add_space_prefix(t));
+    sp_detok_init(&d, t, sp_tok_add_space_prefix(t) || sp_tok_get_kind(t) == SP_TOK_WPM); /* WordPiece: "▁word" */
     int32_t cap = sp_detok_max_bytes(t);
     char *buf = malloc((size_t)cap);
     if (!buf) {

@@ -130,6 +130,7 @@ static int32_t bpe_intern(const sp_tok *t, bpe_extra *x, const char *s, size_t n
 
 /* ---- the merge map ---- */
 
+/* ids are >= 0, so no key is BPE_EMPTY */
 static uint64_t bpe_key(int32_t l, int32_t r) { return (uint64_t)(uint32_t)l << 32 | (uint32_t)r; }
 
 static uint64_t bpe_key_hash(uint64_t k) {
@@ -297,7 +298,7 @@ static bpe_pair bpe_heap_pop(bpe_session *s) {
 
 /* Queue the pair (left, right) if the merge table ranks it. */
 static bool bpe_try_pair(const struct sp_tok_bpe *m, bpe_session *s, int32_t left, int32_t right) {
-    if (left < 0 || right < 0) return true;
+    if (left < 0 || right < 0 || s->sym[left].id < 0 || s->sym[right].id < 0) return true;
     const bpe_merge *mg = bpe_find(m, s->sym[left].id, s->sym[right].id);
     if (!mg) return true;
     return bpe_heap_push(s, (bpe_pair){mg->rank, left, right, s->sym[left].id, s->sym[right].id});
@@ -395,7 +396,7 @@ int32_t sp_tok_bpe_piece(const sp_tok *t, int32_t id, char *buf, int32_t cap) {
     for (size_t i = 0; i < len;) {
         uint32_t cp;
         int32_t k = sp_tok_utf8_decode(s + i, len - i, &cp);
-        if (cp < 324 && m->chr_byte[cp] >= 0 && !(cp == 0xFFFD)) {
+        if (cp < 324 && m->chr_byte[cp] >= 0) {
             if (buf && n < cap) buf[n] = (char)m->chr_byte[cp];
             n++;
         } else { /* not a byte-level character: its own bytes */

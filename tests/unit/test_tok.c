@@ -129,8 +129,9 @@ Test(tok, stories260k_reference_prompts) {
 
 #define SEP "\n__ggml_vocab_test__\n"
 
-/* Run every vector of tokenizers/NAME.gguf; returns the number that failed (and reports them). */
-static int run_vectors(const char *name, int *total) {
+/* Run every vector of tokenizers/NAME.gguf; returns the number that failed (and reports them).
+ * For a lossless vocabulary (byte-level BPE) decoding the ids must also give the input back. */
+static int run_vectors_rt(const char *name, bool lossless, int *total) {
     char rel[256];
     snprintf(rel, sizeof rel, "tokenizers/%s.gguf", name);
     tok_fixture f = load(rel);
@@ -164,6 +165,13 @@ static int run_vectors(const char *name, int *total) {
             free(g);
             free(w);
             failed++;
+        } else if (lossless) {
+            char *back = dec(f.t, ids, n, false);
+            if (strlen(back) != len || memcmp(back, in, len) != 0) {
+                cr_log_error("%s vector %d '%.*s': decodes to '%s'", name, n_vec, (int)len, in, back);
+                failed++;
+            }
+            free(back);
         }
         free(ids);
     }
@@ -174,6 +182,8 @@ static int run_vectors(const char *name, int *total) {
     cr_log_info("%s: %d of %d vectors match", name, n_vec - failed, n_vec);
     return failed;
 }
+
+static int run_vectors(const char *name, int *total) { return run_vectors_rt(name, false, total); }
 
 Test(tok, vectors_llama_spm) {
     int total, failed = run_vectors("ggml-vocab-llama-spm", &total);
@@ -188,43 +198,43 @@ Test(tok, vectors_phi3) {
 }
 
 Test(tok, vectors_gpt_2) {
-    int total, failed = run_vectors("ggml-vocab-gpt-2", &total);
+    int total, failed = run_vectors_rt("ggml-vocab-gpt-2", true, &total); /* + round trip */
     cr_expect_eq(total, 46);
     cr_expect_eq(failed, 0, "%d of %d gpt-2 vectors failed", failed, total);
 }
 
 Test(tok, vectors_mpt) {
-    int total, failed = run_vectors("ggml-vocab-mpt", &total);
+    int total, failed = run_vectors_rt("ggml-vocab-mpt", true, &total); /* + round trip */
     cr_expect_eq(total, 46);
     cr_expect_eq(failed, 0, "%d of %d mpt vectors failed", failed, total);
 }
 
 Test(tok, vectors_starcoder) {
-    int total, failed = run_vectors("ggml-vocab-starcoder", &total);
+    int total, failed = run_vectors_rt("ggml-vocab-starcoder", true, &total); /* + round trip */
     cr_expect_eq(total, 46);
     cr_expect_eq(failed, 0, "%d of %d starcoder vectors failed", failed, total);
 }
 
 Test(tok, vectors_refact) {
-    int total, failed = run_vectors("ggml-vocab-refact", &total);
+    int total, failed = run_vectors_rt("ggml-vocab-refact", true, &total); /* + round trip */
     cr_expect_eq(total, 46);
     cr_expect_eq(failed, 0, "%d of %d refact vectors failed", failed, total);
 }
 
 Test(tok, vectors_falcon) {
-    int total, failed = run_vectors("ggml-vocab-falcon", &total);
+    int total, failed = run_vectors_rt("ggml-vocab-falcon", true, &total); /* + round trip */
     cr_expect_eq(total, 46);
     cr_expect_eq(failed, 0, "%d of %d falcon vectors failed", failed, total);
 }
 
 Test(tok, vectors_deepseek_llm) {
-    int total, failed = run_vectors("ggml-vocab-deepseek-llm", &total);
+    int total, failed = run_vectors_rt("ggml-vocab-deepseek-llm", true, &total); /* + round trip */
     cr_expect_eq(total, 46);
     cr_expect_eq(failed, 0, "%d of %d deepseek-llm vectors failed", failed, total);
 }
 
 Test(tok, vectors_deepseek_coder) {
-    int total, failed = run_vectors("ggml-vocab-deepseek-coder", &total);
+    int total, failed = run_vectors_rt("ggml-vocab-deepseek-coder", true, &total); /* + round trip */
     cr_expect_eq(total, 46);
     cr_expect_eq(failed, 0, "%d of %d deepseek-coder vectors failed", failed, total);
 }
@@ -236,13 +246,13 @@ Test(tok, vectors_bert_bge) {
 }
 
 Test(tok, vectors_llama_bpe) {
-    int total, failed = run_vectors("ggml-vocab-llama-bpe", &total);
+    int total, failed = run_vectors_rt("ggml-vocab-llama-bpe", true, &total); /* + round trip */
     cr_expect_eq(total, 46);
     cr_expect_eq(failed, 0, "%d of %d llama-bpe vectors failed", failed, total);
 }
 
 Test(tok, vectors_qwen2) {
-    int total, failed = run_vectors("ggml-vocab-qwen2", &total);
+    int total, failed = run_vectors_rt("ggml-vocab-qwen2", true, &total); /* + round trip */
     cr_expect_eq(total, 46);
     cr_expect_eq(failed, 0, "%d of %d qwen2 vectors failed", failed, total);
 }
@@ -507,4 +517,275 @@ Test(tok, load_errors) {
     sp_gguf_w_str(w, "tokenizer.ggml.model", "llama");
     cr_expect_null(tok_from_writer(w, err, sizeof err));
     cr_expect(strstr(err, "tokenizer.ggml.tokens"), "%s", err);
+}
+
+/* ---- byte-level BPE and WordPiece ---- */
+
+Test(tok, kinds_and_flags) {
+    static const struct {
+        const char *name;
+        sp_tok_kind kind;
+        bool add_bos;
+        int32_t bos;
+    } v[] = {
+        {"llama-spm", SP_TOK_SPM, true, 1},      {"gpt-2", SP_TOK_BPE, false, 50256},
+        {"llama-bpe", SP_TOK_BPE, true, 128000}, {"qwen2", SP_TOK_BPE, false, 11},
+        {"bert-bge", SP_TOK_WPM, true, 101},     {"deepseek-coder", SP_TOK_BPE, true, 32013},
+    };
+    for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) {
+        char rel[128];
+        snprintf(rel, sizeof rel, "tokenizers/ggml-vocab-%s.gguf", v[i].name);
+        tok_fixture f = load(rel);
+        cr_expect_eq(sp_tok_get_kind(f.t), v[i].kind, "%s kind", v[i].name);
+        cr_expect_eq(sp_tok_add_bos(f.t), v[i].add_bos, "%s add_bos", v[i].name);
+        cr_expect_eq(sp_tok_bos(f.t), v[i].bos, "%s bos", v[i].name);
+        cr_expect(!sp_tok_add_space_prefix(f.t) || v[i].kind == SP_TOK_SPM, "%s add_space_prefix", v[i].name);
+        unload(f);
+    }
+}
+
+Test(tok, bpe_add_special) {
+    int32_t n;
+    /* Llama 3 adds <|begin_of_text|> (and no EOS) */
+    tok_fixture f = load("tokenizers/ggml-vocab-llama-bpe.gguf");
+    int32_t *ids = enc_s(f.t, "Hello", true, false, &n);
+    int32_t want[] = {128000, 9906};
+    cr_expect(ids_eq(ids, n, want, 2), "got [%s]", fmt_ids(ids, n));
+    free(ids);
+    ids = enc_s(f.t, "", true, false, &n);
+    cr_expect(n == 1 && ids[0] == 128000);
+    free(ids);
+    unload(f);
+    /* Qwen: no BOS, nothing added */
+    f = load("tokenizers/ggml-vocab-qwen2.gguf");
+    ids = enc_s(f.t, "Hello", true, false, &n);
+    int32_t *plain = enc_s(f.t, "Hello", false, false, &n);
+    cr_expect(n == 1 && ids[0] == plain[0] && ids[0] == 9707, "got [%s]", fmt_ids(ids, n));
+    free(ids);
+    free(plain);
+    unload(f);
+}
+
+Test(tok, bpe_special_tokens) {
+    int32_t n;
+    tok_fixture f = load("tokenizers/ggml-vocab-qwen2.gguf");
+    int32_t im_start = find_token(f.t, "<|im_start|>"), im_end = find_token(f.t, "<|im_end|>");
+    cr_assert_eq(im_start, 151644);
+    /* parse_special on: one token each; off: plain text that decodes back */
+    int32_t *ids = enc_s(f.t, "<|im_start|>user\nHi<|im_end|>", false, true, &n);
+    cr_assert_geq(n, 4);
+    cr_expect_eq(ids[0], im_start);
+    cr_expect_eq(ids[n - 1], im_end);
+    free(ids);
+    ids = enc_s(f.t, "<|im_start|>user", false, false, &n);
+    int32_t want_off[] = {27, 91, 318, 4906, 91, 29, 872};
+    cr_expect(ids_eq(ids, n, want_off, 7), "got [%s]", fmt_ids(ids, n));
+    char *back = dec(f.t, ids, n, false);
+    cr_expect_str_eq(back, "<|im_start|>user");
+    free(back);
+    free(ids);
+    /* control tokens decode to nothing unless asked for */
+    char buf[32];
+    cr_expect_eq(sp_tok_piece(f.t, im_end, false, buf, sizeof buf), 0);
+    cr_assert_eq(sp_tok_piece(f.t, im_end, true, buf, sizeof buf), 10);
+    cr_expect(memcmp(buf, "<|im_end|>", 10) == 0);
+    int32_t seq[] = {im_start, 872, im_end};
+    back = dec(f.t, seq, 3, false);
+    cr_expect_str_eq(back, "user");
+    free(back);
+    cr_expect(sp_tok_is_eog(f.t, im_end));
+    cr_expect(sp_tok_is_eog(f.t, 151643)); /* <|endoftext|> */
+    /* user-defined tokens are split out even with parse_special off */
+    int32_t tool = find_token(f.t, "<tool_call>");
+    ids = enc_s(f.t, "a<tool_call>b", false, false, &n);
+    cr_expect(n == 3 && ids[1] == tool, "got [%s]", fmt_ids(ids, n));
+    free(ids);
+    /* fill-in-the-middle tokens are control tokens (llama.cpp overrides their type) */
+    ids = enc_s(f.t, "<|fim_prefix|>", false, false, &n);
+    cr_expect_gt(n, 1);
+    free(ids);
+    unload(f);
+
+    f = load("tokenizers/ggml-vocab-llama-bpe.gguf");
+    ids = enc_s(f.t, "<|begin_of_text|>Hi", false, true, &n);
+    cr_expect(n == 2 && ids[0] == 128000, "got [%s]", fmt_ids(ids, n));
+    free(ids);
+    ids = enc_s(f.t, "<|begin_of_text|>Hi", false, false, &n);
+    cr_expect_gt(n, 2);
+    for (int32_t i = 0; i < n; i++) cr_expect_neq(ids[i], 128000);
+    back = dec(f.t, ids, n, false);
+    cr_expect_str_eq(back, "<|begin_of_text|>Hi");
+    free(back);
+    free(ids);
+    cr_expect(sp_tok_is_eog(f.t, find_token(f.t, "<|eot_id|>")));
+    unload(f);
+}
+
+Test(tok, bpe_streaming_detok_split_character) {
+    /* 龘 (E9 BE 98) is two Qwen tokens: the first holds only part of the character */
+    tok_fixture f = load("tokenizers/ggml-vocab-qwen2.gguf");
+    int32_t n;
+    int32_t *ids = enc_s(f.t, "\xE9\xBE\x98", false, false, &n);
+    cr_assert_eq(n, 2, "got [%s]", fmt_ids(ids, n));
+    sp_detok d;
+    char out[64];
+    sp_detok_init(&d, f.t, false);
+    cr_expect_eq(sp_detok_push(&d, ids[0], out, sizeof out), 0);
+    cr_assert_eq(sp_detok_push(&d, ids[1], out, sizeof out), 3);
+    cr_expect(memcmp(out, "\xE9\xBE\x98", 3) == 0);
+    cr_expect_eq(sp_detok_flush(&d, out, sizeof out), 0);
+    free(ids);
+    /* 𠀋 (F0 A0 80 8B) is three tokens: "", "", then the whole character */
+    ids = enc_s(f.t, "a\xF0\xA0\x80\x8B!", false, false, &n);
+    cr_assert_geq(n, 4, "got [%s]", fmt_ids(ids, n));
+    sp_detok_init(&d, f.t, false);
+    char all[64];
+    int32_t len = 0, empties = 0;
+    for (int32_t i = 0; i < n; i++) {
+        int32_t w = sp_detok_push(&d, ids[i], all + len, (int32_t)sizeof all - len);
+        cr_assert_geq(w, 0);
+        empties += w == 0;
+        len += w;
+    }
+    cr_expect_geq(empties, 2);
+    cr_expect_eq(len, 6);
+    cr_expect(memcmp(all, "a\xF0\xA0\x80\x8B!", 6) == 0);
+    free(ids);
+    unload(f);
+}
+
+Test(tok, bpe_lossless_bytes) {
+    /* any bytes, invalid UTF-8 included, come back unchanged from byte-level BPE. (Not so with
+     * DeepSeek's vocabularies: some byte-level characters exist there only as user-defined tokens,
+     * which decode as their text, e.g. a lone byte 0xFF comes back as "\xC3\xBF" — llama.cpp and
+     * Hugging Face decode them the same way.) */
+    static const char text[] = "caf\xC3\xA9 \xFF\xFE bad \xE9\xBE tail \xF0\x9F\xA6\x99\x80 \x01\x7F\n\t end";
+    const char *vocabs[] = {"tokenizers/ggml-vocab-qwen2.gguf", "tokenizers/ggml-vocab-llama-bpe.gguf",
+                            "tokenizers/ggml-vocab-gpt-2.gguf"};
+    for (size_t v = 0; v < sizeof vocabs / sizeof vocabs[0]; v++) {
+        tok_fixture f = load(vocabs[v]);
+        int32_t n;
+        int32_t *ids = enc(f.t, text, sizeof text - 1, false, false, &n);
+        cr_assert_gt(n, 0);
+        /* the raw bytes: concatenated pieces (dec would replace invalid UTF-8) */
+        char raw[256];
+        int32_t len = 0;
+        for (int32_t i = 0; i < n; i++) len += sp_tok_piece(f.t, ids[i], false, raw + len, (int32_t)sizeof raw - len);
+        cr_expect_eq(len, (int32_t)sizeof text - 1, "%s", vocabs[v]);
+        cr_expect(memcmp(raw, text, sizeof text - 1) == 0, "%s", vocabs[v]);
+        free(ids);
+        unload(f);
+    }
+}
+
+/* Regression: GPT-NeoX-style vocabularies have no character for bytes 0xFE / 0xFF; two such
+ * bytes side by side once looked up the pair (-1, -1), whose key is the empty-slot marker, and
+ * emitted an uninitialized merge result. They are dropped, as llama.cpp drops them. */
+Test(tok, bpe_bytes_without_token) {
+    tok_fixture f = load("tokenizers/ggml-vocab-mpt.gguf");
+    int32_t ids[8];
+    cr_expect_eq(sp_tok_encode(f.t, "\xFF\xFE", 2, false, false, ids, 8), 0);
+    cr_expect_eq(sp_tok_encode(f.t, "a\xFF\xFE\xFF", 4, false, false, ids, 8), 1);
+    unload(f);
+}
+
+Test(tok, wpm_bert) {
+    tok_fixture f = load("tokenizers/ggml-vocab-bert-bge.gguf");
+    int32_t n;
+    /* [CLS] ... [SEP] with add_special; lowercased, punctuation split */
+    int32_t *ids = enc_s(f.t, "Hello World!", true, false, &n);
+    int32_t want[] = {101, 7592, 2088, 999, 102};
+    cr_expect(ids_eq(ids, n, want, 5), "got [%s]", fmt_ids(ids, n));
+    /* decoding is lossy (lowercase, spaces around punctuation): "▁" pieces give the spaces */
+    char *back = dec(f.t, ids, n, true);
+    cr_expect_str_eq(back, "hello world !");
+    free(back);
+    free(ids);
+    /* accents stripped, "##" continuations, [UNK] for what the vocabulary cannot cover */
+    ids = enc_s(f.t, "\xC3\x84pfel \xF0\x9F\xA6\x99", false, false, &n);
+    int32_t want2[] = {9706, 7959, 2140, 100};
+    cr_expect(ids_eq(ids, n, want2, 4), "got [%s]", fmt_ids(ids, n));
+    free(ids);
+    /* control characters vanish, CJK ideographs are words of their own */
+    int32_t na;
+    ids = enc_s(f.t, "a\x01" "b\xE6\x88\x91\xE6\x83\xB3", false, false, &n);
+    int32_t *other = enc_s(f.t, "ab \xE6\x88\x91 \xE6\x83\xB3", false, false, &na);
+    cr_expect(ids_eq(ids, n, other, na), "got [%s] want [%s]", fmt_ids(ids, n), fmt_ids(other, na));
+    free(other);
+    free(ids);
+    ids = enc_s(f.t, "[CLS] x [SEP]", false, true, &n);
+    cr_expect(n == 3 && ids[0] == 101 && ids[2] == 102, "got [%s]", fmt_ids(ids, n));
+    free(ids);
+    ids = enc_s(f.t, "[CLS]", false, false, &n);
+    cr_expect(n > 1, "control text is plain text without parse_special");
+    free(ids);
+    unload(f);
+}
+
+Test(tok, wpm_invalid_utf8_and_empty) {
+    tok_fixture f = load("tokenizers/ggml-vocab-bert-bge.gguf");
+    int32_t buf[8];
+    cr_expect_eq(sp_tok_encode(f.t, "\xFF\xC3", 2, false, false, buf, 8), 0);
+    cr_expect_eq(sp_tok_encode(f.t, "", 0, true, false, buf, 8), 2);
+    cr_expect(buf[0] == 101 && buf[1] == 102);
+    unload(f);
+}
+
+Test(tok, bpe_load_errors) {
+    char err[256];
+    static const char *const toks[] = {"a", "b", "ab"};
+    static const char *const merges[] = {"a b"};
+    sp_gguf_writer *w = sp_gguf_writer_new();
+    sp_gguf_w_str(w, "tokenizer.ggml.model", "gpt2");
+    sp_gguf_w_str(w, "tokenizer.ggml.pre", "no-such-pre");
+    sp_gguf_w_arr_str(w, "tokenizer.ggml.tokens", toks, 3);
+    sp_gguf_w_arr_str(w, "tokenizer.ggml.merges", merges, 1);
+    cr_expect_null(tok_from_writer(w, err, sizeof err));
+    cr_expect_str_eq(err, "tokenizer: unknown pre-tokenizer 'no-such-pre' (tokenizer.ggml.pre)");
+
+    /* no pre key: "default"; merges whose parts are not tokens still work (ids past the vocab) */
+    static const char *const toks2[] = {"a", "b", "c", "abc"};
+    static const char *const merges2[] = {"a b", "ab c", "bogus"};
+    w = sp_gguf_writer_new();
+    sp_gguf_w_str(w, "tokenizer.ggml.model", "gpt2");
+    sp_gguf_w_arr_str(w, "tokenizer.ggml.tokens", toks2, 4);
+    sp_gguf_w_arr_str(w, "tokenizer.ggml.merges", merges2, 3);
+    sp_tok *t = tok_from_writer(w, err, sizeof err);
+    cr_assert(t, "%s", err);
+    int32_t ids[8];
+    cr_expect_eq(sp_tok_encode(t, "abc", 3, false, false, ids, 8), 1);
+    cr_expect_eq(ids[0], 3);
+    /* "ab" is not a token: its bytes fall back to single-character tokens */
+    cr_expect_eq(sp_tok_encode(t, "ab", 2, false, false, ids, 8), 2);
+    cr_expect(ids[0] == 0 && ids[1] == 1);
+    /* a byte with no token is dropped (llama.cpp does the same) */
+    cr_expect_eq(sp_tok_encode(t, "d", 1, true, false, ids, 8), 0);
+    sp_tok_free(t);
+}
+
+Test(tok, cli_tokenize_all_kinds) {
+    const char *bin = getenv("SPARROW_BIN");
+    if (!bin) cr_skip_test("SPARROW_BIN not set");
+    static const struct {
+        const char *vocab, *args, *want;
+    } v[] = {
+        {"qwen2", "'Hello world'", "9707 1879"},
+        {"llama-bpe", "--add-special 'Hello'", "128000 9906"},
+        {"bert-bge", "--add-special 'Hello World!'", "101 7592 2088 999 102"},
+        {"bert-bge", "--detok '101 7592 2088 999 102'", "hello world !"},
+        {"qwen2", "--detok '9707 1879'", "Hello world"},
+        {"llama-spm", "'Hello world'", "15043 3186"},
+    };
+    for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) {
+        char cmd[1024], out[256] = "";
+        snprintf(cmd, sizeof cmd, "'%s' tokenize -m '%s/tokenizers/ggml-vocab-%s.gguf' %s", bin, tu_shared("."),
+                 v[i].vocab, v[i].args);
+        FILE *p = popen(cmd, "r");
+        cr_assert(p);
+        size_t k = fread(out, 1, sizeof out - 1, p);
+        out[k] = 0;
+        cr_expect_eq(pclose(p), 0, "%s", cmd);
+        if (k && out[k - 1] == '\n') out[k - 1] = 0;
+        cr_expect_str_eq(out, v[i].want, "%s", cmd);
+    }
 }
