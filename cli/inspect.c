@@ -1,6 +1,7 @@
 /* cli/inspect.c — `sparrow inspect FILE [--all]`: prints a GGUF file's header, every metadata key
  * (type and value; long arrays and strings shortened unless --all) and its tensor table with a
  * per-type summary. Entry point sp_cli_inspect(argc, argv), argv[0] being "inspect". */
+#include "cli/cli.h"
 #include "kernels/types.h"
 #include "storage/gguf.h"
 
@@ -11,8 +12,6 @@
 #define INSPECT_ARRAY_SHOWN 8    /* array elements printed without --all */
 #define INSPECT_STRING_SHOWN 120 /* string bytes printed without --all */
 #define INSPECT_NAME_COL_MAX 48  /* widest name column before names just overflow it */
-
-int sp_cli_inspect(int argc, char **argv);
 
 typedef struct {
     FILE *out;
@@ -188,7 +187,7 @@ static void print_metadata(const inspect_opts *o, const sp_gguf *g) {
     uint64_t n = sp_gguf_n_kv(g);
     int width = 3;
     for (uint64_t i = 0; i < n; i++) width = name_width(sp_gguf_kv_at(g, i)->key.len, width);
-    fprintf(o->out, "\nmetadata (%" PRIu64 " keys):\n", n);
+    fprintf(o->out, "\nmetadata (%" PRIu64 " key%s):\n", n, n == 1 ? "" : "s");
     for (uint64_t i = 0; i < n; i++) {
         const sp_gguf_kv *kv = sp_gguf_kv_at(g, i);
         char type[64];
@@ -249,7 +248,8 @@ static void print_totals(const inspect_opts *o, const sp_gguf *g) {
     const char *sep = " (";
     for (uint32_t t = 0; t < SP_TYPE_COUNT; t++) {
         if (!count[t]) continue;
-        fprintf(o->out, "%s%s: %" PRIu64 " tensors, %" PRIu64 " bytes", sep, type_name(t), count[t], bytes[t]);
+        fprintf(o->out, "%s%s: %" PRIu64 " tensor%s, %" PRIu64 " bytes", sep, type_name(t), count[t],
+                count[t] == 1 ? "" : "s", bytes[t]);
         sep = "; ";
     }
     fputs(n ? ")\n" : "\n", o->out);

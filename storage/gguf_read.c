@@ -38,6 +38,7 @@ typedef struct {
 typedef struct {
     gguf_slot *slots;
     uint64_t mask;
+    uint64_t count;
 } gguf_index;
 
 struct sp_gguf {
@@ -50,8 +51,10 @@ struct sp_gguf {
     uint64_t data_offset;
     uint64_t n_kv;
     sp_gguf_kv *kvs;
+    uint64_t kv_cap;     /* entries allocated (zeroed) so far: tables grow as records are read */
     uint64_t n_tensors;
     sp_gguf_tensor *tensors;
+    uint64_t tensor_cap;
     gguf_index kv_index;
     gguf_index tensor_index;
 };
@@ -92,14 +95,6 @@ static uint64_t hash_name(const char *p, uint64_t len) {
     return h;
 }
 
-static bool index_init(gguf_index *ix, uint64_t n) {
-    uint64_t cap = 16;
-    while (cap < 2 * n) cap <<= 1;
-    ix->slots = calloc(cap, sizeof *ix->slots);
-    ix->mask = cap - 1;
-    return ix->slots != NULL;
-}
-
 /* The slot holding the name, or the empty slot where it would go. */
 static gguf_slot *index_slot(const gguf_index *ix, const char *p, uint64_t len) {
     uint64_t h = hash_name(p, len) & ix->mask;
@@ -109,13 +104,30 @@ static gguf_slot *index_slot(const gguf_index *ix, const char *p, uint64_t len) 
     }
 }
 
-/* Insert name -> i. Returns 0 if inserted, else the existing entry's i + 1 (a duplicate). */
+/* Keep the table at most half full, doubling and rehashing as names are added. */
+static bool index_reserve(gguf_index *ix) {
+    uint64_t cap = ix->slots ? ix->mask + 1 : 0;
+    if (2 * (ix->count + 1) <= cap) return true;
+    uint64_t ncap = cap ? 2 * cap : 16;
+    gguf_index bigger = {.slots = calloc(ncap, sizeof(gguf_slot)), .mask = ncap - 1, .count = ix->count};
+    if (!bigger.slots) return false;
+    for (uint64_t i = 0; i < cap; i++)
+        if (ix->slots[i].idx) *index_slot(&bigger, ix->slots[i].ptr, ix->slots[i].len) = ix->slots[i];
+    free(ix->slots);
+    *ix = bigger;
+    return true;
+}
+
+/* Insert name -> i. Returns 0 if inserted, the existing entry's i + 1 for a duplicate, or
+ * UINT64_MAX when out of memory. */
 static uint64_t index_insert(gguf_index *ix, sp_gguf_str name, uint64_t i) {
+    if (!index_reserve(ix)) return UINT64_MAX;
     gguf_slot *s = index_slot(ix, name.ptr, name.len);
     if (s->idx) return s->idx;
     s->ptr = name.ptr;
     s->len = name.len;
     s->idx = i + 1;
+    ix->count++;
     return 0;
 }
 
@@ -166,6 +178,23 @@ static bool need(rd *r, uint64_t n, const char *what) {
     fail(r, "unexpected end of file reading %s at offset %" PRIu64 " (need %" PRIu64
             " bytes, %" PRIu64 " remain)", what, r->pos, n, remaining(r));
     return false;
+}
+
+/* Room for entry i of a table that will hold `total` entries, grown geometrically (new entries
+ * zeroed), so memory follows the records actually read rather than what a count claims. */
+static bool reserve(rd *r, void **table, uint64_t *cap, uint64_t i, uint64_t total, size_t elem) {
+    if (i < *cap) return true;
+    uint64_t n = *cap ? *cap * 2 : 16;
+    if (n > total) n = total;
+    void *p = n <= SIZE_MAX / elem ? realloc(*table, (size_t)(n * elem)) : NULL;
+    if (!p) {
+        fail(r, "out of memory for %" PRIu64 " entries", n);
+        return false;
+    }
+    memset((char *)p + *cap * elem, 0, (size_t)((n - *cap) * elem));
+    *table = p;
+    *cap = n;
+    return true;
 }
 
 static uint64_t load_le(const uint8_t *p, unsigned n) {
@@ -298,7 +327,8 @@ static bool read_scalar_elems(rd *r, sp_gguf_value *v, unsigned size) {
 }
 
 /* Elements that are strings or arrays: the count is checked against the smallest possible
- * element before the element table is allocated. */
+ * element before anything is allocated. While reading, arr.n counts the elements allocated so far
+ * (so a failure frees exactly those); it ends at the declared length. */
 static bool read_compound_elems(rd *r, sp_gguf_value *v, int level) {
     uint64_t n = v->arr.n;
     bool strings = v->arr.type == SP_GGUF_STRING;
@@ -308,25 +338,23 @@ static bool read_compound_elems(rd *r, sp_gguf_value *v, int level) {
              sp_gguf_vtype_name(v->arr.type), remaining(r));
         return false;
     }
-    if (n == 0) return true;
-    if (strings)
-        v->arr.strs = calloc(n, sizeof *v->arr.strs);
-    else
-        v->arr.vals = calloc(n, sizeof *v->arr.vals);
-    if (!v->arr.strs && !v->arr.vals) {
-        fail(r, "out of memory for %" PRIu64 " array elements", n);
-        return false;
-    }
-    bool ok = true;
-    for (uint64_t i = 0; ok && i < n; i++) {
+    uint64_t cap = 0;
+    v->arr.n = 0;
+    for (uint64_t i = 0; i < n; i++) {
+        bool ok = strings ? reserve(r, (void **)&v->arr.strs, &cap, i, n, sizeof *v->arr.strs)
+                          : reserve(r, (void **)&v->arr.vals, &cap, i, n, sizeof *v->arr.vals);
+        if (!ok) return false;
+        v->arr.n = cap;
         r->path[r->depth++] = i;
         if (strings)
             ok = get_str(r, "string", &v->arr.strs[i]);
         else
             ok = read_value(r, SP_GGUF_ARRAY, &v->arr.vals[i], level);
         r->depth--;
+        if (!ok) return false;
     }
-    return ok;
+    v->arr.n = n;
+    return true;
 }
 
 /* An array value at nesting level `level` (1 = a key's own array). */
@@ -393,14 +421,14 @@ static bool read_magic_version(rd *r, sp_gguf *g) {
 /* A record count checked against the smallest size each record can take in the bytes left. */
 static bool check_count(rd *r, const char *what, uint64_t n, uint64_t min_bytes) {
     if (n <= remaining(r) / min_bytes) return true;
-    fail(r, "%s %" PRIu64 " exceeds what the remaining %" PRIu64 " bytes can hold", what, n, remaining(r));
+    fail(r, "%s %" PRIu64 " exceeds what the remaining %" PRIu64 " bytes can hold (at least %" PRIu64
+            " bytes each: truncated file or corrupt count)", what, n, remaining(r), min_bytes);
     return false;
 }
 
+/* n_kv is checked before the keys are allocated; n_tensors when the tensor infos are reached. */
 static bool read_counts(rd *r, sp_gguf *g) {
-    if (!get_u64(r, "n_tensors", &g->n_tensors) || !get_u64(r, "n_kv", &g->n_kv)) return false;
-    /* Both record lists follow; each alone must fit in what is left. */
-    return check_count(r, "n_tensors", g->n_tensors, GGUF_MIN_TENSOR_BYTES) &&
+    return get_u64(r, "n_tensors", &g->n_tensors) && get_u64(r, "n_kv", &g->n_kv) &&
            check_count(r, "n_kv", g->n_kv, GGUF_MIN_KV_BYTES);
 }
 
@@ -417,11 +445,16 @@ static void set_ctx_tensor(rd *r, sp_gguf_str name) {
 }
 
 static bool read_kv(rd *r, sp_gguf *g, uint64_t i) {
-    sp_gguf_kv *kv = &g->kvs[i];
     snprintf(r->ctx, sizeof r->ctx, "key %" PRIu64, i);
+    if (!reserve(r, (void **)&g->kvs, &g->kv_cap, i, g->n_kv, sizeof *g->kvs)) return false;
+    sp_gguf_kv *kv = &g->kvs[i];
     if (!get_str(r, "key name", &kv->key)) return false;
     set_ctx_key(r, i, kv->key);
     uint64_t first = index_insert(&g->kv_index, kv->key, i);
+    if (first == UINT64_MAX) {
+        fail(r, "out of memory for the key index");
+        return false;
+    }
     if (first) {
         fail(r, "duplicate key (also key %" PRIu64 ")", first - 1);
         return false;
@@ -432,17 +465,6 @@ static bool read_kv(rd *r, sp_gguf *g, uint64_t i) {
 }
 
 static bool read_kvs(rd *r, sp_gguf *g) {
-    if (g->n_kv) {
-        g->kvs = calloc(g->n_kv, sizeof *g->kvs);
-        if (!g->kvs) {
-            fail(r, "out of memory for %" PRIu64 " keys", g->n_kv);
-            return false;
-        }
-    }
-    if (!index_init(&g->kv_index, g->n_kv)) {
-        fail(r, "out of memory for the key index");
-        return false;
-    }
     for (uint64_t i = 0; i < g->n_kv; i++)
         if (!read_kv(r, g, i)) return false;
     r->ctx[0] = 0;
@@ -487,11 +509,16 @@ static bool read_tensor_dims(rd *r, sp_gguf_tensor *t) {
 }
 
 static bool read_tensor_info(rd *r, sp_gguf *g, uint64_t i) {
-    sp_gguf_tensor *t = &g->tensors[i];
     snprintf(r->ctx, sizeof r->ctx, "tensor %" PRIu64, i);
+    if (!reserve(r, (void **)&g->tensors, &g->tensor_cap, i, g->n_tensors, sizeof *g->tensors)) return false;
+    sp_gguf_tensor *t = &g->tensors[i];
     if (!get_str(r, "tensor name", &t->name)) return false;
     set_ctx_tensor(r, t->name);
     uint64_t first = index_insert(&g->tensor_index, t->name, i);
+    if (first == UINT64_MAX) {
+        fail(r, "out of memory for the tensor index");
+        return false;
+    }
     if (first) {
         fail(r, "duplicate tensor name (tensors %" PRIu64 " and %" PRIu64 ")", first - 1, i);
         return false;
@@ -502,17 +529,6 @@ static bool read_tensor_info(rd *r, sp_gguf *g, uint64_t i) {
 
 static bool read_tensor_infos(rd *r, sp_gguf *g) {
     if (!check_count(r, "n_tensors", g->n_tensors, GGUF_MIN_TENSOR_BYTES)) return false;
-    if (g->n_tensors) {
-        g->tensors = calloc(g->n_tensors, sizeof *g->tensors);
-        if (!g->tensors) {
-            fail(r, "out of memory for %" PRIu64 " tensors", g->n_tensors);
-            return false;
-        }
-    }
-    if (!index_init(&g->tensor_index, g->n_tensors)) {
-        fail(r, "out of memory for the tensor index");
-        return false;
-    }
     for (uint64_t i = 0; i < g->n_tensors; i++)
         if (!read_tensor_info(r, g, i)) return false;
     r->ctx[0] = 0;
@@ -572,6 +588,23 @@ static bool tensor_nbytes(rd *r, sp_gguf_tensor *t) {
     return true;
 }
 
+/* Whether t's bytes lie inside the file; if not, says where they would be. */
+static bool tensor_in_file(rd *r, const sp_gguf *g, const sp_gguf_tensor *t) {
+    uint64_t avail = g->data_offset <= r->size ? r->size - g->data_offset : 0;
+    if (g->data_offset <= r->size && t->offset <= avail && t->nbytes <= avail - t->offset) return true;
+    char shown[GGUF_NAME_SHOWN * 4 + 8];
+    escape_name(shown, sizeof shown, t->name.ptr, t->name.len);
+    r->ctx[0] = 0; /* the message names the tensor itself */
+    if (t->offset > UINT64_MAX - g->data_offset)
+        fail(r, "tensor '%s' data [offset %" PRIu64 " past the data section at %" PRIu64 ", %" PRIu64
+                " bytes] extends past end of file (%" PRIu64 " bytes)", shown, t->offset, g->data_offset,
+             t->nbytes, r->size);
+    else
+        fail(r, "tensor '%s' data [offset %" PRIu64 ", %" PRIu64 " bytes] extends past end of file (%" PRIu64
+                " bytes)", shown, g->data_offset + t->offset, t->nbytes, r->size);
+    return false;
+}
+
 /* Type, size, alignment and bounds of tensor t, then its data pointer. */
 static bool place_tensor(rd *r, sp_gguf *g, sp_gguf_tensor *t) {
     set_ctx_tensor(r, t->name);
@@ -580,21 +613,7 @@ static bool place_tensor(rd *r, sp_gguf *g, sp_gguf_tensor *t) {
         fail(r, "offset %" PRIu64 " is not a multiple of the alignment %" PRIu64, t->offset, g->alignment);
         return false;
     }
-    uint64_t avail = g->data_offset <= r->size ? r->size - g->data_offset : 0;
-    if (g->data_offset > r->size || t->offset > avail || t->nbytes > avail - t->offset) {
-        char shown[GGUF_NAME_SHOWN * 4 + 8];
-        escape_name(shown, sizeof shown, t->name.ptr, t->name.len);
-        r->ctx[0] = 0;
-        bool wraps = t->offset > UINT64_MAX - g->data_offset;
-        if (wraps)
-            fail(r, "tensor '%s' data [offset %" PRIu64 " past the data section at %" PRIu64 ", %" PRIu64
-                    " bytes] extends past end of file (%" PRIu64 " bytes)", shown, t->offset,
-                 g->data_offset, t->nbytes, r->size);
-        else
-            fail(r, "tensor '%s' data [offset %" PRIu64 ", %" PRIu64 " bytes] extends past end of file (%"
-                    PRIu64 " bytes)", shown, g->data_offset + t->offset, t->nbytes, r->size);
-        return false;
-    }
+    if (!tensor_in_file(r, g, t)) return false;
     t->data = r->p + g->data_offset + t->offset;
     return true;
 }
@@ -671,7 +690,7 @@ sp_gguf *sp_gguf_open(const char *path, char *err, size_t errlen) {
 void sp_gguf_close(sp_gguf *g) {
     if (!g) return;
     if (g->kvs)
-        for (uint64_t i = 0; i < g->n_kv; i++) free_value(&g->kvs[i].val);
+        for (uint64_t i = 0; i < g->kv_cap; i++) free_value(&g->kvs[i].val);
     free(g->kvs);
     free(g->tensors);
     free(g->kv_index.slots);

@@ -350,7 +350,13 @@ void sp_gguf_w_value(sp_gguf_writer *w, const char *key, const sp_gguf_value *v)
 
 /* ---------------------------------------------------------------- tensors */
 
-/* Shape, type and size checks; fills rows, row_bytes and nbytes. */
+static bool mul_fits(uint64_t a, uint64_t b, uint64_t limit, uint64_t *out) {
+    if (a && b > limit / a) return false;
+    *out = a * b;
+    return true;
+}
+
+/* Shape, type and size checks (the reader's rules); fills rows, row_bytes and nbytes. */
 static bool tensor_layout(sp_gguf_writer *w, wtensor *t) {
     const sp_type_info *ti = sp_type_get(t->type);
     if (!ti || !ti->blck || !ti->size) {
@@ -358,31 +364,23 @@ static bool tensor_layout(sp_gguf_writer *w, wtensor *t) {
         return false;
     }
     uint64_t elems = 1;
-    bool empty = false;
     for (int d = 0; d < GGUF_WRITE_MAX_DIMS; d++) {
-        if (t->ne[d] < 0 || (t->ne[d] && elems > (uint64_t)INT64_MAX / (uint64_t)t->ne[d])) {
-            w_fail(w, "gguf writer: tensor '%s': bad shape", t->name);
+        if (t->ne[d] < 0 || (t->ne[d] && !mul_fits(elems, (uint64_t)t->ne[d], INT64_MAX, &elems))) {
+            w_fail(w, "gguf writer: tensor '%s': bad shape (negative or overflowing dimensions)", t->name);
             return false;
         }
-        if (t->ne[d]) elems *= (uint64_t)t->ne[d];
-        else empty = true;
     }
     if (t->ne[0] % ti->blck != 0) {
         w_fail(w, "gguf writer: tensor '%s': row length %" PRId64 " is not a multiple of the %s block size %"
                PRIu32, t->name, t->ne[0], ti->name, ti->blck);
         return false;
     }
-    t->rows = (uint64_t)t->ne[1] * (uint64_t)t->ne[2] * (uint64_t)t->ne[3];
-    t->row_bytes = (uint64_t)t->ne[0] / ti->blck * ti->size;
-    if (!empty && t->row_bytes / ti->size != (uint64_t)t->ne[0] / ti->blck) {
-        w_fail(w, "gguf writer: tensor '%s': size overflows", t->name);
+    t->rows = (uint64_t)t->ne[1] * (uint64_t)t->ne[2] * (uint64_t)t->ne[3]; /* fits: see elems */
+    if (!mul_fits((uint64_t)t->ne[0] / ti->blck, ti->size, UINT64_MAX, &t->row_bytes) ||
+        !mul_fits(t->row_bytes, t->rows, UINT64_MAX, &t->nbytes)) {
+        w_fail(w, "gguf writer: tensor '%s': byte size overflows", t->name);
         return false;
     }
-    if (!empty && t->rows > UINT64_MAX / t->row_bytes) {
-        w_fail(w, "gguf writer: tensor '%s': size overflows", t->name);
-        return false;
-    }
-    t->nbytes = empty ? 0 : t->rows * t->row_bytes;
     return true;
 }
 

@@ -1181,3 +1181,43 @@ Test(gguf_writer, nested_depth_limit) {
     cr_assert(strstr(err, "nested deeper than 8"), "%s", err);
     sp_gguf_writer_free(w);
 }
+
+/* Many keys and tensors: the name tables grow (rehash) while reading and every name is found. */
+Test(gguf_writer, many_keys_and_tensors) {
+    sp_gguf_writer *w = sp_gguf_writer_new();
+    char name[64];
+    for (int i = 0; i < 1000; i++) {
+        snprintf(name, sizeof name, "key.%d", i);
+        sp_gguf_w_u32(w, name, (uint32_t)i * 3);
+    }
+    float row[8] = {0};
+    int64_t ne[1] = {8};
+    for (int i = 0; i < 300; i++) {
+        snprintf(name, sizeof name, "blk.%d.weight", i);
+        row[0] = (float)i;
+        sp_gguf_w_tensor(w, name, SP_TYPE_F32, 1, ne, row);
+    }
+    char err[512];
+    const char *path = tu_tmp("many.gguf");
+    cr_assert(sp_gguf_writer_save(w, path, err, sizeof err), "%s", err);
+    sp_gguf_writer_free(w);
+    sp_gguf *g = sp_gguf_open(path, err, sizeof err);
+    cr_assert_not_null(g, "%s", err);
+    cr_assert_eq(sp_gguf_n_kv(g), 1000);
+    for (int i = 0; i < 1000; i++) {
+        snprintf(name, sizeof name, "key.%d", i);
+        uint32_t v;
+        cr_assert(sp_gguf_get_u32(g, name, &v) && v == (uint32_t)i * 3, "%s", name);
+        cr_assert_eq(sp_gguf_get(g, name), &sp_gguf_kv_at(g, (uint64_t)i)->val);
+    }
+    for (int i = 0; i < 300; i++) {
+        snprintf(name, sizeof name, "blk.%d.weight", i);
+        const sp_gguf_tensor *t = sp_gguf_find_tensor(g, name);
+        cr_assert_eq(t, sp_gguf_tensor_at(g, (uint64_t)i), "%s", name);
+        float first;
+        memcpy(&first, t->data, 4);
+        cr_assert_eq(first, (float)i);
+    }
+    cr_assert_null(sp_gguf_get(g, "key.1000"));
+    sp_gguf_close(g);
+}
