@@ -12,6 +12,7 @@ static void usage(FILE *f) {
             "  run       generate text from a prompt (streams to stdout)\n"
             "  inspect   print a GGUF file's metadata and tensor table\n"
             "  tokenize  print the token ids of a text (or --detok ids)\n"
+            "  template  render a chat template with a JSON context\n"
             "  synth     write a random-weight GGUF in a real model's shape\n"
             "\n"
             "`sparrow COMMAND --help` for the options of one command.\n");
@@ -24,6 +25,7 @@ int main(int argc, char **argv) {
     }
     const char *cmd = argv[1];
     if (!strcmp(cmd, "run")) return sp_cli_run(argc - 1, argv + 1);
+    if (!strcmp(cmd, "template")) return sp_cli_template(argc - 1, argv + 1);
     if (!strcmp(cmd, "inspect")) return sp_cli_inspect(argc - 1, argv + 1);
     if (!strcmp(cmd, "tokenize")) return sp_cli_tokenize(argc - 1, argv + 1);
     if (!strcmp(cmd, "synth")) return sp_cli_synth(argc - 1, argv + 1);
