@@ -163,7 +163,8 @@ static bool tok_load_flag(const sp_gguf *g, const char *key, bool dflt, bool *ou
 }
 
 /* Defaults of the special ids and flags per tokenizer model, as llama.cpp applies them when the
- * keys are absent. */
+ * keys are absent, except that a byte-level BPE vocabulary without bos / eos keys has none
+ * (llama.cpp falls back to id 11, which is "," in GPT-2-like vocabularies). */
 typedef struct {
     int32_t bos, eos, unk, sep, pad;
     bool add_bos, add_sep, add_space_prefix;
@@ -171,7 +172,7 @@ typedef struct {
 
 static tok_defaults tok_model_defaults(sp_tok_kind kind, const sp_tok_pre_flags *pre) {
     switch (kind) {
-    case SP_TOK_BPE: return (tok_defaults){pre->no_bos ? -1 : 11, 11, -1, -1, -1, pre->add_bos, false, false};
+    case SP_TOK_BPE: return (tok_defaults){-1, -1, -1, -1, -1, pre->add_bos, false, false};
     case SP_TOK_WPM: return (tok_defaults){101, -1, 100, 102, 0, true, true, false};
     default: return (tok_defaults){1, 2, 0, -1, -1, true, false, true};
     }

@@ -25,7 +25,8 @@ int32_t sp_tok_n_vocab(const sp_tok *t);
 sp_tok_kind sp_tok_get_kind(const sp_tok *t); /* SPM ("llama"), BPE ("gpt2") or WPM ("bert") */
 int32_t sp_tok_bos(const sp_tok *t);  /* -1 if none */
 int32_t sp_tok_eos(const sp_tok *t);
-bool sp_tok_add_bos(const sp_tok *t); /* tokenizer.ggml.add_bos_token */
+bool sp_tok_add_bos(const sp_tok *t); /* tokenizer.ggml.add_bos_token (default: SPM, WordPiece [CLS],
+                                       * Llama 3 yes; other BPE no). WordPiece adds [SEP] at the end. */
 bool sp_tok_add_space_prefix(const sp_tok *t); /* tokenizer.ggml.add_space_prefix (SPM "▁" prefix) */
 bool sp_tok_is_eog(const sp_tok *t, int32_t id); /* end of generation (eos, eot, ...) */
 
@@ -35,7 +36,8 @@ bool sp_tok_is_eog(const sp_tok *t, int32_t id); /* end of generation (eos, eot,
 int32_t sp_tok_encode(const sp_tok *t, const char *text, size_t len, bool add_special,
                       bool parse_special, int32_t *out, int32_t max);
 
-/* The bytes one token stands for (▁ → space, <0xNN> → that byte). Control tokens give "" unless
+/* The bytes one token stands for (▁ → space, <0xNN> → that byte; byte-level BPE characters → their
+ * bytes; user-defined tokens their text as is). Control tokens give "" unless
  * `special`. Returns the byte count (may exceed cap; nothing written past cap); -1 for a bad id. */
 int32_t sp_tok_piece(const sp_tok *t, int32_t id, bool special, char *buf, int32_t cap);
 /* The token's raw vocabulary text (for inspect / debug). */

@@ -85,7 +85,6 @@ bool sp_tok_spm_encode(const sp_tok *t, const char *text, size_t len, bool add_p
 typedef struct {
     bool ignore_merges; /* a pre-token that is itself a token is taken whole (Llama 3) */
     bool add_bos;       /* default of add_bos_token for this pre-tokenizer */
-    bool no_bos;        /* the vocabulary has no BOS by default */
 } sp_tok_pre_flags;
 bool sp_tok_bpe_init(sp_tok *t, const sp_gguf *g, sp_tok_pre_flags *pre_flags, char *err, size_t errlen);
 void sp_tok_bpe_free(sp_tok *t);

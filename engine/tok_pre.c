@@ -61,9 +61,9 @@ typedef struct {
 
 static const pre_def pre_defs[] = {
     {"default", {"[\\p{P}\\$\\+<=>\\^~\\|]+", RE_GPT2, "\\p{N}+", "[0-9][0-9][0-9]"}, {0}},
-    {"llama3|llama-v3|llama-bpe|falcon3|falcon-h1|pixtral|midm-2.0|lfm2|jina-v5-nano", {RE_LLAMA3}, {true, true, false}},
+    {"llama3|llama-v3|llama-bpe|falcon3|falcon-h1|pixtral|midm-2.0|lfm2|jina-v5-nano", {RE_LLAMA3}, {true, true}},
     {"dbrx|smaug-bpe", {RE_LLAMA3}, {0}},
-    {"glm4|chatglm-bpe", {RE_LLAMA3}, {false, false, true}},
+    {"glm4|chatglm-bpe", {RE_LLAMA3}, {0}},
     {"gpt-2|phi-2|jina-es|jina-de|gigachat|jina-v2-es|jina-v2-de|a.x-4.0|mellum|modern-bert|jina-v1-en|jina-v2-code|"
      "roberta-bpe|mpt|olmo|jais|trillion|granite-docling|exaone4",
      {RE_GPT2},
@@ -78,7 +78,7 @@ static const pre_def pre_defs[] = {
     {"deepseek-v3|hunyuan-dense", {"\\p{N}{1,3}", "[一-龥぀-ゟ゠-ヿ]+", RE_DEEPSEEK3}, {0}},
     {"poro-chat|bloom|gpt3-finnish", {RE_BLOOM}, {0}},
     {"viking", {RE_BLOOM, "\\p{N}"}, {0}},
-    {"tekken", {RE_TEKKEN}, {true, true, false}},
+    {"tekken", {RE_TEKKEN}, {true, true}},
     {"gpt-4o|llama4", {RE_GPT4O}, {0}},
     {"seed-coder", {RE_SEED_CODER}, {0}},
     {"bailingmoe|bailingmoe2|llada-moe", {RE_BAILING}, {0}},

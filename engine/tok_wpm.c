@@ -35,7 +35,7 @@ static bool wpm_is_chinese(uint32_t cp) {
            (cp >= 0xF900 && cp <= 0xFAFF) || (cp >= 0x2F800 && cp <= 0x2FA1F);
 }
 
-static bool wpm_is_ascii_symbol(uint32_t cp) { return cp < 0x7F && strchr("$+<=>^`|~", (int)cp) && cp != 0; }
+static bool wpm_is_ascii_symbol(uint32_t cp) { return cp != 0 && cp < 0x7F && strchr("$+<=>^`|~", (int)cp); }
 
 /* Cover word w[0..n) greedily with the longest vocabulary entries; [UNK] if it cannot be done. */
 static void wpm_emit_word(const sp_tok *t, const char *w, size_t n, sp_tok_sink *s) {

@@ -529,7 +529,7 @@ Test(tok, kinds_and_flags) {
         int32_t bos;
     } v[] = {
         {"llama-spm", SP_TOK_SPM, true, 1},      {"gpt-2", SP_TOK_BPE, false, 50256},
-        {"llama-bpe", SP_TOK_BPE, true, 128000}, {"qwen2", SP_TOK_BPE, false, 11},
+        {"llama-bpe", SP_TOK_BPE, true, 128000}, {"qwen2", SP_TOK_BPE, false, -1},
         {"bert-bge", SP_TOK_WPM, true, 101},     {"deepseek-coder", SP_TOK_BPE, true, 32013},
     };
     for (size_t i = 0; i < sizeof v / sizeof v[0]; i++) {
