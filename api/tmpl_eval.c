@@ -113,18 +113,19 @@ static tv lookup(tm_render *r, tm_scope *s, tm_str name) {
 
 static tv loop_attr(tm_render *r, tv obj, tm_str name) {
     tm_loop *L = obj.loop;
-    size_t len = L->items->n, i = L->index0;
-    if (tm_eqc(name, "index")) return tv_int((int64_t)i + 1);
-    if (tm_eqc(name, "index0")) return tv_int((int64_t)i);
-    if (tm_eqc(name, "revindex")) return tv_int((int64_t)(len - i));
-    if (tm_eqc(name, "revindex0")) return tv_int((int64_t)(len - i - 1));
+    /* the loop walks a live list: it may have shrunk or grown since this iteration began */
+    int64_t len = (int64_t)L->items->n, i = (int64_t)L->index0;
+    if (tm_eqc(name, "index")) return tv_int(i + 1);
+    if (tm_eqc(name, "index0")) return tv_int(i);
+    if (tm_eqc(name, "revindex")) return tv_int(len - i);
+    if (tm_eqc(name, "revindex0")) return tv_int(len - i - 1);
     if (tm_eqc(name, "first")) return tv_bool(i == 0);
-    if (tm_eqc(name, "last")) return tv_bool(i + 1 == len);
-    if (tm_eqc(name, "length")) return tv_int((int64_t)len);
+    if (tm_eqc(name, "last")) return tv_bool(i + 1 >= len);
+    if (tm_eqc(name, "length")) return tv_int(len);
     if (tm_eqc(name, "depth")) return tv_int(L->depth);
     if (tm_eqc(name, "depth0")) return tv_int(L->depth - 1);
     if (tm_eqc(name, "previtem"))
-        return i > 0 ? L->items->v[i - 1] : tm_undef_hint(r, "there is no previous item");
+        return i > 0 && i - 1 < len ? L->items->v[i - 1] : tm_undef_hint(r, "there is no previous item");
     if (tm_eqc(name, "nextitem"))
         return i + 1 < len ? L->items->v[i + 1] : tm_undef_hint(r, "there is no next item");
     return tm_undef_attr(r, obj, name);
@@ -183,7 +184,7 @@ tv tm_getitem(tm_render *r, tv obj, tv key) {
         break;
     }
     case TV_LIST:
-        if (index_of(obj, obj.l->n, key, &i)) return obj.l->v[i];
+        if (!(obj.f & TVF_GEN) && index_of(obj, obj.l->n, key, &i)) return obj.l->v[i];
         break;
     case TV_STR:
         if (key.k == TV_INT || key.k == TV_BOOL) {
@@ -213,15 +214,15 @@ tv tm_getitem(tm_render *r, tv obj, tv key) {
 }
 
 /* Python slice index adjustment; returns the element count. */
-static size_t slice_indices(int64_t len, tv start, tv stop, tv step, int64_t *pstart, int64_t *pstep,
-                            bool *ok) {
+static size_t slice_indices(tm_render *r, int64_t len, tv start, tv stop, tv step, int64_t *pstart,
+                            int64_t *pstep) {
     int64_t st = 1, a, b;
-    *ok = true;
-    if (step.k != TV_NONE && !tm_as_int(step, &st)) return *ok = false, 0;
-    if (st == 0) return *ok = false, 0;
+    static const char bad[] = "slice indices must be integers or None or have an __index__ method";
+    if (step.k != TV_NONE && !tm_as_int(step, &st)) tm_fail(r, bad);
+    if (st == 0) tm_fail(r, "slice step cannot be zero");
     if (start.k == TV_NONE) a = st < 0 ? len - 1 : 0;
     else {
-        if (!tm_as_int(start, &a)) return *ok = false, 0;
+        if (!tm_as_int(start, &a)) tm_fail(r, bad);
         if (a < 0) {
             a += len;
             if (a < 0) a = st < 0 ? -1 : 0;
@@ -231,7 +232,7 @@ static size_t slice_indices(int64_t len, tv start, tv stop, tv step, int64_t *ps
     }
     if (stop.k == TV_NONE) b = st < 0 ? -1 : len;
     else {
-        if (!tm_as_int(stop, &b)) return *ok = false, 0;
+        if (!tm_as_int(stop, &b)) tm_fail(r, bad);
         if (b < 0) {
             b += len;
             if (b < 0) b = st < 0 ? -1 : 0;
@@ -245,13 +246,12 @@ static size_t slice_indices(int64_t len, tv start, tv stop, tv step, int64_t *ps
     return a > b ? (size_t)((a - b - 1) / (-st) + 1) : 0;
 }
 
+/* obj[a:b:c]: jinja2 compiles slices to a plain Python subscript, so errors raise. */
 static tv do_slice(tm_render *r, tv obj, tv start, tv stop, tv step) {
     if (obj.k == TV_UNDEF) tm_fail_undef(r, obj);
     int64_t a, st;
-    bool ok;
-    if (obj.k == TV_LIST) {
-        size_t n = slice_indices((int64_t)obj.l->n, start, stop, step, &a, &st, &ok);
-        if (!ok) return tm_undef_hint(r, "invalid slice");
+    if (obj.k == TV_LIST && !(obj.f & TVF_GEN)) {
+        size_t n = slice_indices(r, (int64_t)obj.l->n, start, stop, step, &a, &st);
         tm_tick(r, n);
         tm_list *l = tm_list_new(r, n);
         for (size_t k = 0; k < n; k++) l->v[k] = obj.l->v[a + (int64_t)k * st];
@@ -276,8 +276,7 @@ static tv do_slice(tm_render *r, tv obj, tv start, tv stop, tv step) {
             }
             offs[count] = obj.s.n;
         }
-        size_t n = slice_indices((int64_t)count, start, stop, step, &a, &st, &ok);
-        if (!ok) return tm_undef_hint(r, "invalid slice");
+        size_t n = slice_indices(r, (int64_t)count, start, stop, step, &a, &st);
         tm_tick(r, n / 8);
         tv v;
         if (st == 1) {
@@ -296,7 +295,8 @@ static tv do_slice(tm_render *r, tv obj, tv start, tv stop, tv step) {
         v.f = obj.f & TVF_MARKUP;
         return v;
     }
-    return tm_undef_hint(r, "object is not sliceable");
+    if (obj.k == TV_DICT) tm_fail(r, "unhashable type: 'slice'");
+    tm_fail(r, "'%s' object is not subscriptable", tm_type_name(obj));
 }
 
 /* ---------------------------------------------------------------- arithmetic */
@@ -732,6 +732,8 @@ static void bind_target(tm_render *r, tm_scope *s, const tm_node *target, tv v) 
     }
     /* tuple unpacking */
     if (v.k == TV_UNDEF) tm_fail_undef(r, v);
+    if (v.k != TV_LIST && v.k != TV_STR && v.k != TV_DICT)
+        tm_fail(r, "cannot unpack non-iterable %s object", tm_type_name(v));
     tm_list *items = tm_iterate(r, v);
     size_t want = target->body.n;
     if (items->n > want) tm_fail(r, "too many values to unpack (expected %zu)", want);
@@ -765,19 +767,21 @@ static tv capture(tm_render *r, tm_scope *s, tm_nlist body, flow *fl) {
 
 static flow exec_for(tm_render *r, tm_scope *s, const tm_node *n) {
     tv seq = eval(r, s, n->b);
-    tm_list *items = tm_iterate(r, seq);
+    /* a list is walked in place (as Python does: items appended meanwhile are visited too) */
+    tm_list *items = seq.k == TV_LIST && !(seq.f & TVF_GEN) ? seq.l : tm_iterate(r, seq);
     if (n->c) { /* the inline `if` filters before the loop sees the items */
         tm_list *kept = tm_list_new(r, items->n);
+        tm_scope *t = scope_new(r, s);
         for (size_t i = 0; i < items->n; i++) {
             tm_tick(r, 0);
-            tm_scope *t = scope_new(r, s);
+            t->n = 0;
             bind_target(r, t, n->a, items->v[i]);
             if (tm_truthy(eval(r, t, n->c))) tm_list_push(r, kept, items->v[i]);
         }
         items = kept;
     }
     if (items->n == 0) {
-        if (n->body2.n) return exec_body(r, scope_new(r, s), n->body2) == FLOW_NORMAL ? FLOW_NORMAL : FLOW_NORMAL;
+        if (n->body2.n) exec_body(r, scope_new(r, s), n->body2);
         return FLOW_NORMAL;
     }
     tm_loop *L = tm_alloc(&r->arena, sizeof *L);
@@ -786,10 +790,12 @@ static flow exec_for(tm_render *r, tm_scope *s, const tm_node *n) {
     tv loopv = {0};
     loopv.k = TV_LOOP;
     loopv.loop = L;
+    /* one scope reused by every iteration: nothing set in an iteration survives it */
+    tm_scope *it = scope_new(r, s);
     for (size_t i = 0; i < items->n; i++) {
         tm_tick(r, 0);
         L->index0 = i;
-        tm_scope *it = scope_new(r, s);
+        it->n = 0;
         scope_set(r, it, TM_LIT("loop"), loopv);
         r->line = n->line;
         bind_target(r, it, n->a, items->v[i]);

@@ -144,21 +144,13 @@ static tv split(tm_render *r, tv self, tv sep, tv maxsplit, bool from_right) {
             for (size_t w = 0; w < nw; w++) tm_list_push(r, out, keep_markup(self, (tm_str){s.p + st[w], en[w] - st[w]}));
             return tv_list(out);
         }
+        /* Python keeps the unsplit remainder as is, except the whitespace at the split side */
         if (!from_right) {
             for (int64_t w = 0; w < max; w++) tm_list_push(r, out, keep_markup(self, (tm_str){s.p + st[w], en[w] - st[w]}));
-            /* the rest keeps its inner spacing but loses leading whitespace */
-            size_t b = st[max], e = s.n;
-            size_t keep = b;
-            for (size_t i = b; i < e;) {
-                size_t l;
-                uint32_t cp = tm_utf8_next(s.p + i, e - i, &l);
-                i += l;
-                if (!tm_is_space_cp(cp)) keep = i;
-            }
-            tm_list_push(r, out, keep_markup(self, (tm_str){s.p + b, keep - b}));
+            tm_list_push(r, out, keep_markup(self, (tm_str){s.p + st[max], s.n - st[max]}));
         } else {
             size_t first = nw - (size_t)max;
-            tm_list_push(r, out, keep_markup(self, (tm_str){s.p + st[0], en[first - 1] - st[0]}));
+            tm_list_push(r, out, keep_markup(self, (tm_str){s.p, en[first - 1]}));
             for (size_t w = first; w < nw; w++) tm_list_push(r, out, keep_markup(self, (tm_str){s.p + st[w], en[w] - st[w]}));
         }
         return tv_list(out);

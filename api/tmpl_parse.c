@@ -16,7 +16,6 @@ typedef struct {
     tm_token *t;
     size_t n, i;
     int depth;
-    bool soft;      /* inside an if / inline-if: unknown filters fail at runtime */
     int loop_depth; /* break/continue only inside a for body */
     const char *const *end_tokens; /* what the innermost body waits for (error messages) */
 } parser;
@@ -129,8 +128,6 @@ static tm_node *parse_condexpr(parser *P) {
     tm_node *expr1 = parse_expression(P, false);
     while (is_name(cur(P), "if")) {
         advance(P);
-        bool soft = P->soft;
-        P->soft = true;
         tm_node *c = node(P, N_COND, line);
         c->b = expr1;
         c->a = parse_expression(P, false);
@@ -138,7 +135,6 @@ static tm_node *parse_condexpr(parser *P) {
             advance(P);
             c->c = parse_condexpr(P);
         }
-        P->soft = soft;
         expr1 = c;
         line = cur(P)->line;
     }
@@ -592,8 +588,6 @@ static tm_node *parse_filter(parser *P, tm_node *n, bool start_inline) {
         if (!start_inline) advance(P);
         int line = cur(P)->line;
         tm_str name = dotted_name(P);
-        if (!P->soft && !tm_filter_known(name))
-            pfail(P, line, "No filter named '%.*s'.", (int)name.n, name.p);
         tm_node *f = node(P, N_FILTER, line);
         f->a = n;
         f->name = name;
@@ -613,8 +607,7 @@ static tm_node *parse_test(parser *P, tm_node *n) {
     }
     int line = cur(P)->line;
     tm_str name = dotted_name(P);
-    if (!P->soft && !tm_test_known(name))
-        pfail(P, line, "No test named '%.*s'.", (int)name.n, name.p);
+    (void)line;
     tm_node *t = node(P, N_TEST, is->line);
     t->a = n;
     t->name = name;
@@ -714,11 +707,9 @@ static tm_node *parse_for(parser *P, int line) {
     static const char *const body_end[] = {"endfor", "else", NULL};
     static const char *const else_end[] = {"endfor", NULL};
     tm_node *n = node(P, N_FOR, line);
-    bool soft = P->soft;
     n->a = parse_assign_target(P, false, "in");
     expect_name(P, "in");
     n->b = parse_tuple(P, false, false, "recursive", false);
-    P->soft = false;
     if (is_name(cur(P), "if")) {
         advance(P);
         n->c = parse_expression(P, true);
@@ -728,15 +719,12 @@ static tm_node *parse_for(parser *P, int line) {
     n->body = parse_statements(P, body_end, false);
     P->loop_depth--;
     if (is_name(advance(P), "else")) n->body2 = parse_statements(P, else_end, true);
-    P->soft = soft;
     return n;
 }
 
 static tm_node *parse_if(parser *P, int line) {
     static const char *const body_end[] = {"elif", "else", "endif", NULL};
     static const char *const else_end[] = {"endif", NULL};
-    bool soft = P->soft;
-    P->soft = true;
     tm_node *result = node(P, N_IF, line);
     tm_node *n = result;
     for (;;) {
@@ -754,7 +742,6 @@ static tm_node *parse_if(parser *P, int line) {
         if (is_name(t, "else")) n->body2 = parse_statements(P, else_end, true);
         break;
     }
-    P->soft = soft;
     return result;
 }
 
@@ -770,13 +757,10 @@ static tm_node *parse_set(parser *P, int line) {
     }
     tm_node *n = node(P, N_SETBLOCK, line);
     n->a = target;
-    bool soft = P->soft;
-    P->soft = false;
     n->c = parse_filter(P, NULL, false);
     int loops = P->loop_depth;
     n->body = parse_statements(P, end, true);
     P->loop_depth = loops;
-    P->soft = soft;
     return n;
 }
 
@@ -789,8 +773,6 @@ static tm_node *parse_macro(parser *P, int line) {
     tm_str *names = NULL;
     size_t cap = 0, count = 0;
     bool any_default = false;
-    bool soft = P->soft;
-    P->soft = false;
     while (!is_op(cur(P), ")")) {
         if (count) expect_op(P, ",");
         tm_node *arg = parse_name_only(P);
@@ -817,7 +799,6 @@ static tm_node *parse_macro(parser *P, int line) {
     P->loop_depth = 0;
     n->body = parse_statements(P, end, true);
     P->loop_depth = loops;
-    P->soft = soft;
     return n;
 }
 
@@ -825,11 +806,8 @@ static tm_node *parse_statement(parser *P);
 
 static tm_node *parse_block_stmt(parser *P, tm_nkind kind, int line, const char *const *end) {
     tm_node *n = node(P, kind, line);
-    bool soft = P->soft;
-    P->soft = false;
     if (kind == N_FILTERBLOCK) n->c = parse_filter(P, NULL, true);
     n->body = parse_statements(P, end, true);
-    P->soft = soft;
     return n;
 }
 
@@ -853,10 +831,7 @@ static tm_node *parse_with(parser *P, int line) {
     }
     n->kwnames = names;
     n->kwargs = nvec_list(&vals);
-    bool soft = P->soft;
-    P->soft = false;
     n->body = parse_statements(P, end, true);
-    P->soft = soft;
     return n;
 }
 
@@ -934,6 +909,65 @@ static tm_nlist subparse(parser *P, const char *const *end_tokens) {
     return nvec_list(&body);
 }
 
+/* ---------------------------------------------------------------- unknown filters and tests */
+
+/* jinja2 rejects an unknown filter or test when it compiles the template, except where the code
+ * sits in an `if` statement or an inline if (a "soft" frame): there it fails only when reached.
+ * Loops, macros and blocks open a new, hard frame again. This walk mirrors those frames. */
+static void check_expr(parser *P, const tm_node *n, bool soft);
+
+static void check_list(parser *P, tm_nlist l, bool soft) {
+    for (size_t i = 0; i < l.n; i++)
+        if (l.v[i]) check_expr(P, l.v[i], soft);
+}
+
+static void check_expr(parser *P, const tm_node *n, bool soft) {
+    if (!n) return;
+    switch (n->kind) {
+    case N_TEXT: case N_BREAK: case N_CONTINUE: case N_CONST: case N_NAME: return;
+    case N_IF:
+        check_expr(P, n->a, true);
+        check_list(P, n->body, true);
+        check_list(P, n->body2, true);
+        return;
+    case N_FOR:
+        check_expr(P, n->b, soft);
+        check_expr(P, n->c, false);
+        check_list(P, n->body, false);
+        check_list(P, n->body2, false);
+        return;
+    case N_SET: check_expr(P, n->b, soft); return;
+    case N_SETBLOCK: case N_FILTERBLOCK:
+        check_expr(P, n->c, false);
+        check_list(P, n->body, false);
+        return;
+    case N_MACRO:
+        check_list(P, n->kwargs, false);
+        check_list(P, n->body, false);
+        return;
+    case N_WITH:
+        check_list(P, n->kwargs, soft);
+        check_list(P, n->body, false);
+        return;
+    case N_BODY: check_list(P, n->body, false); return;
+    case N_COND: soft = true; break;
+    case N_FILTER:
+        if (!soft && !tm_filter_known(n->name))
+            pfail(P, n->line, "No filter named '%.*s'.", (int)n->name.n, n->name.p);
+        break;
+    case N_TEST:
+        if (!soft && !tm_test_known(n->name))
+            pfail(P, n->line, "No test named '%.*s'.", (int)n->name.n, n->name.p);
+        break;
+    default: break;
+    }
+    check_expr(P, n->a, soft);
+    check_expr(P, n->b, soft);
+    check_expr(P, n->c, soft);
+    check_list(P, n->body, soft);
+    check_list(P, n->kwargs, soft);
+}
+
 /* ---------------------------------------------------------------- public */
 
 sp_tmpl *sp_tmpl_parse(const char *src, size_t len, char *err, size_t errlen) {
@@ -963,6 +997,7 @@ sp_tmpl *sp_tmpl_parse(const char *src, size_t len, char *err, size_t errlen) {
     P.n = toks.n;
     t->body = subparse(&P, NULL);
     if (cur(&P)->kind != T_EOF) pfail(&P, cur(&P)->line, "unexpected token after template end");
+    check_list(&P, t->body, false);
     return t;
 }
 
