@@ -46,7 +46,7 @@ static size_t partial_suffix(const sp_stop *s, const char *buf, size_t n) {
 static char *dup_bytes(const char *p, size_t n) {
     char *d = malloc(n + 1);
     if (!d) abort();
-    memcpy(d, p, n);
+    if (n) memcpy(d, p, n);
     d[n] = 0;
     return d;
 }
@@ -60,8 +60,8 @@ bool sp_stop_feed(sp_stop *s, const char *text, size_t len, char **out, size_t *
     size_t n = s->n_held + len;
     char *buf = malloc(n + 1);
     if (!buf) abort();
-    memcpy(buf, s->held, s->n_held);
-    memcpy(buf + s->n_held, text, len);
+    if (s->n_held) memcpy(buf, s->held, s->n_held);
+    if (len) memcpy(buf + s->n_held, text, len);
     size_t at = find_stop(s, buf, n);
     if (at < n) {
         s->n_held = 0;
@@ -76,7 +76,7 @@ bool sp_stop_feed(sp_stop *s, const char *text, size_t len, char **out, size_t *
         if (!s->held) abort();
         s->cap_held = keep;
     }
-    memcpy(s->held, buf + n - keep, keep);
+    if (keep) memcpy(s->held, buf + n - keep, keep);
     s->n_held = keep;
     *out = dup_bytes(buf, n - keep);
     *out_len = n - keep;
