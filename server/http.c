@@ -256,11 +256,11 @@ static bool start_daemon(sp_http *h, char *err, size_t errlen) {
     if (ss.ss_family == AF_INET6) flags |= MHD_USE_IPv6;
     h->starting = true;
     h->d = MHD_start_daemon(flags, (uint16_t)h->port, NULL, NULL, sp_http_on_request, h,
+                            MHD_OPTION_EXTERNAL_LOGGER, mhd_log, h, /* must come first */
                             MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
                             MHD_OPTION_CONNECTION_LIMIT, (unsigned)h->max_connections,
                             MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)h->idle_timeout_s,
                             MHD_OPTION_NOTIFY_COMPLETED, sp_http_on_completed, h,
-                            MHD_OPTION_EXTERNAL_LOGGER, mhd_log, h,
                             MHD_OPTION_LISTEN_BACKLOG_SIZE, 128u,
                             MHD_OPTION_END);
     h->starting = false;

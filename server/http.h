@@ -21,7 +21,8 @@ typedef struct {
     size_t body_len;
     const char *content_type; /* NULL if absent */
     const char *remote;       /* client address, for logs */
-} sp_http_request;
+} sp_http_request;            /* every field stays valid until the request completes (for async
+                                 requests: until closed() returns), so a handler need not copy them */
 
 typedef struct {
     const char *host;         /* default "127.0.0.1" */
@@ -64,6 +65,10 @@ void sp_http_stream_write(sp_http_conn *c, const char *data, size_t len);
 void sp_http_stream_end(sp_http_conn *c);
 /* A note added to this request's log line (e.g. "tokens 12/64"); copied. */
 void sp_http_log_note(sp_http_conn *c, const char *note);
+/* A request header (case-insensitive name) or query-string argument ("/v1/models?x=1": "x" -> "1");
+ * NULL if absent. The strings live as long as the request's other fields (see below). */
+const char *sp_http_header(sp_http_conn *c, const char *name);
+const char *sp_http_query(sp_http_conn *c, const char *key);
 
 /* Answer later. `pump(arg, c)` runs on the loop thread after each sp_http_wake(c) (several wakes
  * may merge into one call); it may respond, stream, or do nothing yet. `closed(arg)` runs on the loop

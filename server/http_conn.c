@@ -420,6 +420,14 @@ void sp_http_log_note(sp_http_conn *c, const char *note) {
     c->note = strdup(note);
 }
 
+const char *sp_http_header(sp_http_conn *c, const char *name) {
+    return c && name ? MHD_lookup_connection_value(c->mc, MHD_HEADER_KIND, name) : NULL;
+}
+
+const char *sp_http_query(sp_http_conn *c, const char *key) {
+    return c && key ? MHD_lookup_connection_value(c->mc, MHD_GET_ARGUMENT_KIND, key) : NULL;
+}
+
 void sp_http_set_async(sp_http_conn *c, void (*pump)(void *arg, sp_http_conn *c),
                        void (*closed)(void *arg, bool client_gone), void *arg) {
     if (!c) return;
