@@ -141,6 +141,7 @@ static void close_handle(uv_handle_t *hd) {
  * connections, close the loop's handles so that uv_run returns. Loop thread, or a loop not running. */
 static void shutdown_all(sp_http *h) {
     if (h->shut) return;
+    atomic_store(&h->stop_requested, 1); /* later sp_http_stop calls do nothing */
     if (h->d) {
         MHD_socket lfd = MHD_quiesce_daemon(h->d);
         if (lfd != MHD_INVALID_SOCKET) close(lfd);
@@ -188,6 +189,13 @@ static void mhd_log(void *cls, const char *fmt, va_list ap) {
     if (!h->log_requests) return;
     char line[512];
     vsnprintf(line, sizeof line, fmt, ap);
+    /* what the request log line already says: clients gone, requests we ended on purpose */
+    static const char *const known[] = {"Application reported internal error",
+                                        "application error generating response",
+                                        "no longer available for sending", "Failed to send",
+                                        "Connection reset", "Broken pipe"};
+    for (size_t i = 0; i < sizeof known / sizeof *known; i++)
+        if (strstr(line, known[i])) return;
     size_t n = strlen(line);
     while (n > 0 && line[n - 1] == '\n') line[--n] = 0;
     fprintf(stderr, "http: %s\n", line);
@@ -233,6 +241,7 @@ static bool copy_opts(sp_http *h, const sp_http_opts *o) {
     }
     h->log_requests = o->log_requests;
     h->handler = o->handler;
+    h->on_done = o->on_done;
     h->ud = o->ud;
     return h->host != NULL;
 }
@@ -322,11 +331,7 @@ void sp_http_free(sp_http *h) {
     shutdown_all(h);
     uv_run(&h->loop, UV_RUN_DEFAULT); /* finishes the closes */
     uv_loop_close(&h->loop);
-    while (h->conns) { /* none normally: MHD_stop_daemon completes every request */
-        sp_http_conn *c = h->conns;
-        h->conns = c->next;
-        free(c);
-    }
+    while (h->conns) sp_http_conn_free(h->conns); /* none normally: MHD_stop_daemon completes all */
     free(h->host);
     free_strs(h->keys, h->n_keys);
     free(h->key_lens);

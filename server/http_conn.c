@@ -29,8 +29,14 @@ static sp_http_conn *conn_new(sp_http *h, struct MHD_Connection *mc, const char 
     if (!c) return NULL;
     c->h = h;
     c->mc = mc;
-    c->method = method;
-    c->path = url;
+    c->method = strdup(method ? method : "?");
+    c->path = strdup(url ? url : "/");
+    if (!c->method || !c->path) {
+        free(c->method);
+        free(c->path);
+        free(c);
+        return NULL;
+    }
     c->t0_ns = sp_http_now_ns();
     c->status = 0;
     const union MHD_ConnectionInfo *ci = MHD_get_connection_info(mc, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
@@ -46,7 +52,7 @@ static sp_http_conn *conn_new(sp_http *h, struct MHD_Connection *mc, const char 
     return c;
 }
 
-static void conn_free(sp_http_conn *c) {
+void sp_http_conn_free(sp_http_conn *c) {
     sp_http *h = c->h;
     sp_http_wake_purge(h, c);
     if (c->prev) c->prev->next = c->next;
@@ -61,6 +67,8 @@ static void conn_free(sp_http_conn *c) {
     free(c->body);
     free(c->resp);
     free(c->note);
+    free(c->method);
+    free(c->path);
     free(c);
 }
 
@@ -317,11 +325,13 @@ enum MHD_Result sp_http_on_request(void *cls, struct MHD_Connection *mc, const c
 static void log_line(sp_http_conn *c, enum MHD_RequestTerminationCode toe) {
     uint64_t ms = (sp_http_now_ns() - c->t0_ns) / 1000000u;
     const char *why = "";
-    if (c->aborted && !c->h->shut) why = " (client gone)";
-    else if (c->aborted) why = " (server stopping)";
+    if (c->aborted && atomic_load(&c->h->stop_requested)) why = " (server stopping)";
+    else if (c->aborted) why = " (client gone)";
     else if (toe == MHD_REQUEST_TERMINATED_TIMEOUT_REACHED) why = " (timeout)";
     else if (toe != MHD_REQUEST_TERMINATED_COMPLETED_OK) why = " (client gone)";
-    fprintf(stderr, "%s %s %s %d %lluB %llums%s%s%s\n", c->remote, c->method, c->path, c->status,
+    char status[16] = "-"; /* no answer was given */
+    if (c->status) snprintf(status, sizeof status, "%d", c->status);
+    fprintf(stderr, "%s %s %s %s %lluB %llums%s%s%s\n", c->remote, c->method, c->path, status,
             (unsigned long long)c->bytes_sent, (unsigned long long)ms, c->note ? " " : "",
             c->note ? c->note : "", why);
 }
@@ -339,8 +349,9 @@ void sp_http_on_completed(void *cls, struct MHD_Connection *mc, void **req_cls,
         sp_http_gone_timer_update(c->h);
     }
     call_closed(c, !ok);
-    if (c->h->log_requests && c->status) log_line(c, toe);
-    conn_free(c);
+    if (c->h->log_requests) log_line(c, toe);
+    if (c->h->on_done) c->h->on_done(c->h->ud, c->method, c->path, c->status);
+    sp_http_conn_free(c);
 }
 
 /* ---- answering (public, loop thread) ---- */

@@ -27,7 +27,7 @@ struct sp_http_conn {
     bool in_wake;              /* under h->wake_mu */
 
     /* request */
-    const char *method, *path; /* MHD's strings, valid until completion */
+    char *method, *path;       /* copies: the log line outlives MHD's strings */
     const char *cors_allow;    /* Access-Control-Allow-Origin value, or NULL */
     bool cors_vary;            /* the value echoes the request's Origin */
     char remote[64];
@@ -79,6 +79,7 @@ struct sp_http {
     bool cors_on, cors_any;
     bool log_requests;
     void (*handler)(void *ud, sp_http_conn *c, const sp_http_request *req);
+    void (*on_done)(void *ud, const char *method, const char *path, int status);
     void *ud;
 
     struct MHD_Daemon *d;
@@ -119,6 +120,7 @@ void sp_http_on_completed(void *cls, struct MHD_Connection *mc, void **req_cls,
 void sp_http_conn_pump(sp_http_conn *c);           /* wake drain: run the pump */
 void sp_http_conn_abort(sp_http_conn *c, bool gone); /* client gone / stopping */
 bool sp_http_conn_client_left(const sp_http_conn *c);
+void sp_http_conn_free(sp_http_conn *c);             /* unlink, purge, free */
 
 /* http_util.c */
 int sp_http_parse_addr(const char *host, int port, struct sockaddr_storage *ss, char *err, size_t errlen);

@@ -10,6 +10,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1068,6 +1069,11 @@ Test(http, request_log_line) {
     resp_free(&r);
     r = get(s->port, "/stream50", NULL);
     resp_free(&r);
+    client *c = cl_open(s->port);
+    cl_sends(c, "GET /hang HTTP/1.1\r\nHost: x\r\n\r\n");
+    sleep_ms(50);
+    cl_close(c);
+    for (int i = 0; i < 200 && atomic_load(&g.closed_gone) < 1; i++) sleep_ms(10);
     srv_stop(s);
     fflush(stderr);
     dup2(saved, 2);
@@ -1078,6 +1084,8 @@ Test(http, request_log_line) {
     cr_assert(strstr(log, "127.0.0.1 GET /hello 200 5B ") != NULL, "log: %s", log);
     cr_assert(strstr(log, "127.0.0.1 GET /stream50 200 800B ") != NULL, "log: %s", log);
     cr_assert(strstr(log, "ms tokens 1/50\n") != NULL, "log: %s", log);
+    cr_assert(strstr(log, "127.0.0.1 GET /hang - 0B ") != NULL, "log: %s", log);
+    cr_assert(strstr(log, "ms (client gone)\n") != NULL, "log: %s", log);
     free(log);
 }
 
@@ -1127,5 +1135,27 @@ Test(http, concurrent_clients) {
     for (int i = 0; i < 100 && atomic_load(&g.closed_calls) < 2 * N; i++) sleep_ms(10);
     cr_assert_eq(atomic_load(&g.closed_calls), 2 * N);
     cr_assert_eq(atomic_load(&g.closed_gone), 0);
+    srv_stop(s);
+}
+
+static sp_http *g_sig_srv;
+static void on_sigusr1(int sig) { sp_http_stop(g_sig_srv); }
+
+Test(http, stop_from_signal_handler) {
+    sp_http_opts o = base_opts();
+    srv *s = srv_start(&o);
+    client *c = cl_open(s->port);
+    cl_sends(c, "GET /forever HTTP/1.1\r\nHost: x\r\n\r\n");
+    cr_assert(cl_need(c, 500));
+    g_sig_srv = s->h;
+    struct sigaction sa = {.sa_handler = on_sigusr1};
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGUSR1, &sa, NULL);
+    raise(SIGUSR1);
+    for (int i = 0; i < 200 && !atomic_load(&s->returned); i++) sleep_ms(10);
+    cr_assert(atomic_load(&s->returned), "sp_http_run did not return");
+    cr_assert_eq(atomic_load(&g.closed_gone), 1);
+    signal(SIGUSR1, SIG_DFL);
+    cl_close(c);
     srv_stop(s);
 }
