@@ -40,6 +40,8 @@ typedef struct {
     /* Called on the loop thread for every request that passed the checks above. It must either
      * answer (sp_http_respond / sp_http_stream_begin) before returning, or call sp_http_set_async. */
     void (*handler)(void *ud, sp_http_conn *c, const sp_http_request *req);
+    /* Optional, loop thread: every finished request with the status sent (0 if none: client gone). */
+    void (*on_done)(void *ud, const char *method, const char *path, int status);
     void *ud;
 } sp_http_opts;
 

@@ -350,7 +350,7 @@ void sp_http_on_completed(void *cls, struct MHD_Connection *mc, void **req_cls,
     }
     call_closed(c, !ok);
     if (c->h->log_requests) log_line(c, toe);
-    if (c->h->on_done) c->h->on_done(c->h->ud, c->method, c->path, c->status);
+    if (c->h->on_done) c->h->on_done(c->h->ud, c->method, c->path, c->queued ? c->status : 0);
     sp_http_conn_free(c);
 }
 

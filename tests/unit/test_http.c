@@ -238,6 +238,17 @@ static void handler(void *ud, sp_http_conn *c, const sp_http_request *req) {
     }
 }
 
+/* on_done: counts per status class (loop thread only, read after the server stopped) */
+static struct {
+    int n, n200, n0;
+} done_counts;
+
+static void on_done(void *ud, const char *method, const char *path, int status) {
+    done_counts.n++;
+    done_counts.n200 += status == 200;
+    done_counts.n0 += status == 0;
+}
+
 /* ---- server in a thread ---- */
 
 typedef struct {
@@ -1058,6 +1069,8 @@ Test(http, ipv6_loopback) {
 Test(http, request_log_line) {
     sp_http_opts o = base_opts();
     o.log_requests = true;
+    o.on_done = on_done;
+    memset(&done_counts, 0, sizeof done_counts);
     const char *path = tu_tmp("http-log.txt");
     fflush(stderr);
     int saved = dup(2);
@@ -1086,6 +1099,9 @@ Test(http, request_log_line) {
     cr_assert(strstr(log, "ms tokens 1/50\n") != NULL, "log: %s", log);
     cr_assert(strstr(log, "127.0.0.1 GET /hang - 0B ") != NULL, "log: %s", log);
     cr_assert(strstr(log, "ms (client gone)\n") != NULL, "log: %s", log);
+    cr_assert_eq(done_counts.n, 3);
+    cr_assert_eq(done_counts.n200, 2);
+    cr_assert_eq(done_counts.n0, 1);
     free(log);
 }
 
