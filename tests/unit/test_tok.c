@@ -1,6 +1,9 @@
 /* tests/unit/test_tok.c — the tokenizer (engine/tok*.c): SentencePiece encoding against the
  * stories260K reference prompts and the llama-spm / phi-3 vocabulary test vectors, round trips on
- * the full Llama 2 vocabulary, special-token parsing, streaming detokenization and load errors. */
+ * the full Llama 2 vocabulary, special-token parsing, streaming detokenization and load errors;
+ * byte-level BPE and WordPiece against the vectors of every other vocabulary in
+ * ../shared/tokenizers (with decode round trips for the lossless ones), special tokens, add_special,
+ * multi-byte characters split across tokens, every pre-tokenizer name, and `sparrow tokenize`. */
 #include <criterion/criterion.h>
 
 #include <stdio.h>
@@ -787,5 +790,44 @@ Test(tok, cli_tokenize_all_kinds) {
         cr_expect_eq(pclose(p), 0, "%s", cmd);
         if (k && out[k - 1] == '\n') out[k - 1] = 0;
         cr_expect_str_eq(out, v[i].want, "%s", cmd);
+    }
+}
+
+/* Every pre-tokenizer name in the table compiles and splits text (a vocabulary of the 256
+ * byte-level characters and no merges: one token per byte, whatever the split). */
+Test(tok, bpe_every_pre_tokenizer) {
+    static const char *const pres[] = {
+        "default", "llama3", "llama-bpe", "dbrx", "smaug-bpe", "glm4", "gpt-2", "mpt", "olmo", "smollm",
+        "starcoder", "refact", "command-r", "falcon", "qwen2", "stablelm2", "deepseek-r1-qwen", "deepseek-llm",
+        "deepseek-coder", "deepseek-v3", "bloom", "poro-chat", "viking", "tekken", "gpt-4o", "llama4",
+        "seed-coder", "bailingmoe", "exaone4", "roberta-bpe"};
+    /* GPT-2's bytes_to_unicode */
+    char texts[256][4];
+    const char *tokp[256];
+    int extra = 0;
+    for (int b = 0; b < 256; b++) {
+        bool printable = (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || b >= 174;
+        unsigned cp = printable ? (unsigned)b : 256u + (unsigned)extra++;
+        if (cp < 0x80) snprintf(texts[b], sizeof texts[b], "%c", (char)cp);
+        else snprintf(texts[b], sizeof texts[b], "%c%c", (char)(0xC0 | cp >> 6), (char)(0x80 | (cp & 0x3F)));
+        tokp[b] = texts[b];
+    }
+    static const char text[] = "Hello,  world! I'm 12345 \xE4\xB8\xAD\xE6\x96\x87 caf\xC3\xA9\r\n\t end   ";
+    for (size_t i = 0; i < sizeof pres / sizeof pres[0]; i++) {
+        char err[256];
+        sp_gguf_writer *w = sp_gguf_writer_new();
+        sp_gguf_w_str(w, "tokenizer.ggml.model", "gpt2");
+        sp_gguf_w_str(w, "tokenizer.ggml.pre", pres[i]);
+        sp_gguf_w_arr_str(w, "tokenizer.ggml.tokens", tokp, 256);
+        sp_gguf_w_arr_str(w, "tokenizer.ggml.merges", tokp, 0);
+        sp_tok *t = tok_from_writer(w, err, sizeof err);
+        cr_assert(t, "%s: %s", pres[i], err);
+        int32_t ids[128];
+        cr_expect_eq(sp_tok_encode(t, text, sizeof text - 1, false, false, ids, 128), (int32_t)sizeof text - 1, "%s",
+                     pres[i]);
+        char *back = dec(t, ids, (int32_t)sizeof text - 1, false);
+        cr_expect_str_eq(back, text, "%s", pres[i]);
+        free(back);
+        sp_tok_free(t);
     }
 }
