@@ -818,11 +818,17 @@ Test(http, idle_stream_does_not_spin) {
     cl_sends(c, "GET /idle HTTP/1.1\r\nHost: x\r\n\r\n");
     /* wait for the first piece (headers + "first|"), then measure over the idle second */
     cr_assert(cl_find(c, "first|"));
+    struct timespec p0, p1;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &p0);
     double cpu0 = thread_cpu_s(s->th), t0 = now_s();
     cr_assert(cl_find(c, "second"));
     double cpu = thread_cpu_s(s->th) - cpu0, dt = now_s() - t0;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &p1);
+    double pcpu = (double)(p1.tv_sec - p0.tv_sec) + (double)(p1.tv_nsec - p0.tv_nsec) * 1e-9;
     cr_assert(dt > 0.8, "idle gap %.3f s", dt);
     cr_assert(cpu < 0.05, "loop thread used %.3f s CPU during a %.3f s idle stream", cpu, dt);
+    cr_assert(pcpu < 0.2, "the process used %.3f s CPU during a %.3f s idle stream", pcpu, dt);
+    cr_log_info("idle stream: %.3f s wall, loop thread %.4f s CPU, process %.4f s CPU", dt, cpu, pcpu);
     cl_close(c);
     srv_stop(s);
 }
