@@ -68,7 +68,7 @@ void sp_http_stream_end(sp_http_conn *c);
 /* A note added to this request's log line (e.g. "tokens 12/64"); copied. */
 void sp_http_log_note(sp_http_conn *c, const char *note);
 /* A request header (case-insensitive name) or query-string argument ("/v1/models?x=1": "x" -> "1");
- * NULL if absent. The strings live as long as the request's other fields (see below). */
+ * NULL if absent; loop thread. The strings live as long as sp_http_request's fields. */
 const char *sp_http_header(sp_http_conn *c, const char *name);
 const char *sp_http_query(sp_http_conn *c, const char *key);
 
