@@ -346,7 +346,12 @@ static tv repeat(tm_render *r, tv seq, int64_t times) {
         return v;
     }
     size_t len = seq.l->n;
-    if (len && (uint64_t)times > r->arena.limit / (len * sizeof(tv))) limit_fail(r, "list repetition too large");
+    if (len == 0 || times == 0) {
+        tv v = tv_list(tm_list_new(r, 0));
+        v.f = seq.f & TVF_TUPLE;
+        return v;
+    }
+    if ((uint64_t)times > r->arena.limit / (len * sizeof(tv))) limit_fail(r, "list repetition too large");
     size_t n = len * (size_t)times;
     tm_tick(r, n);
     tm_list *l = tm_list_new(r, n);
@@ -420,7 +425,7 @@ static tv binop(tm_render *r, int op, tv a, tv b) {
             return tv_float(floor((dx - py_fmod(dx, dy)) / dy + 0.0));
         case OP_MOD:
             if (ints) {
-                if (y == 0) tm_fail(r, "integer division or modulo by zero");
+                if (y == 0) tm_fail(r, "integer modulo by zero");
                 if (y == -1) return tv_int(0);
                 int64_t m = x % y;
                 if (m != 0 && ((m < 0) != (y < 0))) m += y;
@@ -435,6 +440,7 @@ static tv binop(tm_render *r, int op, tv a, tv b) {
             return tv_float(pow(dx, dy));
         }
     }
+    if ((a.k == TV_LIST && (a.f & TVF_GEN)) || (b.k == TV_LIST && (b.f & TVF_GEN))) bad_operands(r, op, a, b);
     switch (op) {
     case OP_ADD:
         if (a.k == TV_STR && b.k == TV_STR) return str_concat(r, a, b);

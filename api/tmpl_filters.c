@@ -519,7 +519,8 @@ static tv do_sort(tm_render *r, tv value, tv reverse, tv case_sensitive, tv attr
 }
 
 static tv do_dictsort(tm_render *r, tv value, tv case_sensitive, tv by, tv reverse) {
-    if (value.k != TV_DICT) tm_fail(r, "You can only sort by either \"key\" or \"value\"");
+    if (value.k == TV_UNDEF) tm_fail_undef(r, value);
+    if (value.k != TV_DICT) tm_fail(r, "'%s' object has no attribute 'items'", tm_type_name(value));
     int pos = 0;
     if (tm_arg_given(by)) {
         if (by.k == TV_STR && tm_eqc(by.s, "value")) pos = 1;
@@ -600,6 +601,8 @@ static tv do_first(tm_render *r, tv value) {
 }
 
 static tv do_last(tm_render *r, tv value) {
+    if (value.k != TV_LIST && value.k != TV_STR && value.k != TV_DICT && value.k != TV_UNDEF)
+        tm_fail(r, "'%s' object is not reversible", tm_type_name(value));
     if (is_gen(value)) tm_fail(r, "'generator' object is not reversible");
     tm_list *items = tm_iterate(r, value);
     return items->n ? items->v[items->n - 1] : tm_undef_hint(r, "No last item, sequence was empty.");
@@ -841,7 +844,11 @@ tv tm_apply_filter(tm_render *r, tm_str name, tv in, tv *args, size_t nargs, tm_
     }
     if (IS("indent")) {
         BIND("indent", "width", "first", "blank");
-        return do_indent(r, soft_str(r, in), a[0], a[1], a[2]);
+        /* jinja2 appends "\n" to the value itself before splitting it into lines */
+        if (in.k == TV_UNDEF) tm_fail_undef(r, in);
+        if (in.k == TV_LIST && !(in.f & (TVF_TUPLE | TVF_GEN))) tm_fail(r, "'list' object has no attribute 'splitlines'");
+        if (in.k != TV_STR) tm_fail(r, "unsupported operand type(s) for +=: '%s' and 'str'", tm_type_name(in));
+        return do_indent(r, in, a[0], a[1], a[2]);
     }
     if (IS("center")) {
         BIND("center", "width");
@@ -864,10 +871,12 @@ tv tm_apply_filter(tm_render *r, tm_str name, tv in, tv *args, size_t nargs, tm_
     }
     if (IS("int")) {
         BIND("int", "default", "base");
+        if (in.k == TV_UNDEF) tm_fail_undef(r, in); /* int(Undefined) raises */
         return do_int(r, in, a[0], a[1]);
     }
     if (IS("float")) {
         BIND("float", "default");
+        if (in.k == TV_UNDEF) tm_fail_undef(r, in);
         return do_float(r, in, a[0]);
     }
     if (IS("abs")) {
@@ -971,7 +980,8 @@ bool tm_apply_test(tm_render *r, tm_str name, tv in, tv *args, size_t nargs) {
     if (IS("number")) return in.k == TV_INT || in.k == TV_FLOAT || in.k == TV_BOOL;
     if (IS("string")) return in.k == TV_STR;
     if (IS("mapping")) return in.k == TV_DICT;
-    if (IS("sequence")) return in.k == TV_STR || in.k == TV_DICT || (in.k == TV_LIST && !is_gen(in));
+    if (IS("sequence")) /* has len() and __getitem__: Undefined has both */
+        return in.k == TV_STR || in.k == TV_DICT || in.k == TV_UNDEF || (in.k == TV_LIST && !is_gen(in));
     if (IS("iterable")) return in.k == TV_STR || in.k == TV_DICT || in.k == TV_LIST || in.k == TV_UNDEF;
     if (IS("callable")) return in.k == TV_MACRO || in.k == TV_FUNC || in.k == TV_METHOD;
     if (IS("escaped")) return in.k == TV_STR && (in.f & TVF_MARKUP);
@@ -988,17 +998,35 @@ bool tm_apply_test(tm_render *r, tm_str name, tv in, tv *args, size_t nargs) {
         }
         return cased;
     }
-    if (IS("odd") || IS("even")) {
+    if (IS("odd") || IS("even")) { /* value % 2 == 1 / == 0 */
+        double d;
+        if (in.k == TV_FLOAT) {
+            double m = fmod(in.d, 2.0);
+            if (m < 0) m += 2.0;
+            return IS("odd") ? m == 1.0 : m == 0.0;
+        }
         if (!tm_as_int(in, &i)) {
             if (in.k == TV_UNDEF) tm_fail_undef(r, in);
+            if (in.k == TV_STR) tm_fail(r, "not all arguments converted during string formatting");
+            (void)d;
             tm_fail(r, "unsupported operand type(s) for %%: '%s' and 'int'", tm_type_name(in));
         }
         bool odd = (i % 2) != 0;
         return IS("odd") ? odd : !odd;
     }
-    if (IS("divisibleby")) {
+    if (IS("divisibleby")) { /* value % num == 0, with Python's errors */
         int64_t d;
-        if (!tm_as_int(in, &i) || !tm_as_int(arg, &d)) tm_fail(r, "divisibleby needs integers");
+        if (!tm_as_int(in, &i) || !tm_as_int(arg, &d)) {
+            if (in.k == TV_STR) tm_fail(r, "not all arguments converted during string formatting");
+            if (in.k == TV_UNDEF) tm_fail_undef(r, in);
+            if (arg.k == TV_UNDEF) tm_fail_undef(r, arg);
+            double x, y;
+            if (tm_as_num(in, &x) && tm_as_num(arg, &y)) {
+                if (y == 0) tm_fail(r, "float modulo");
+                return fmod(x, y) == 0;
+            }
+            tm_fail(r, "unsupported operand type(s) for %%: '%s' and '%s'", tm_type_name(in), tm_type_name(arg));
+        }
         if (d == 0) tm_fail(r, "integer division or modulo by zero");
         return d == -1 || i % d == 0;
     }

@@ -958,10 +958,10 @@ tv tm_percent_format(tm_render *r, tv fmt, tv arg) {
         }
         format_value(r, &b, v, &f);
     }
-    if (!is_map && items != &arg && next < nitems) tm_fail(r, "not all arguments converted during string formatting");
-    if (!is_map && items == &arg && next == 0 && arg.k != TV_DICT) {
-        if (!(arg.k == TV_LIST && (arg.f & TVF_TUPLE))) tm_fail(r, "not all arguments converted during string formatting");
-    }
+    /* a lone non-tuple argument that supports [] (list, dict) may go unused, as in Python */
+    bool mapping_like = arg.k == TV_DICT || (arg.k == TV_LIST && !(arg.f & TVF_TUPLE));
+    if (items != &arg && next < nitems) tm_fail(r, "not all arguments converted during string formatting");
+    if (items == &arg && next == 0 && !mapping_like) tm_fail(r, "not all arguments converted during string formatting");
     tv out = tv_str(tm_buf_str(&b));
     out.f = fmt.f & TVF_MARKUP;
     return out;

@@ -647,9 +647,7 @@ tm_list *tm_iterate(tm_render *r, tv v) {
         for (size_t i = 0; i < v.s.n;) {
             size_t len;
             tm_utf8_next(v.s.p + i, v.s.n - i, &len);
-            tv c = tv_str((tm_str){v.s.p + i, len});
-            c.f = v.f & TVF_MARKUP;
-            tm_list_push(r, l, c);
+            tm_list_push(r, l, tv_str((tm_str){v.s.p + i, len})); /* iterating a Markup gives str */
             i += len;
         }
         return l;

@@ -77,6 +77,32 @@ for b in chatml llama2 llama3 mistral gemma phi3; do
     if cmp -s "$T/b_$b.out" "$T/b_$b.ref"; then pass "builtin $b matches jinja2"; else fail "builtin $b differs from jinja2"; fi
 done
 
+# -m: the template and the bos/eos text come from the GGUF (a metadata-only file written here)
+cat >"$T/plain.json" <<'EOF'
+{"messages": [{"role": "user", "content": "Hi"}], "add_generation_prompt": true}
+EOF
+"$PY" - "$T/chat.gguf" <<'PYEOF'
+import struct, sys
+def s(x): b = x.encode(); return struct.pack("<Q", len(b)) + b
+kv = [("general.architecture", 8, s("llama")),
+      ("tokenizer.chat_template", 8, s("{{ bos_token }}{% for m in messages %}[{{ m.role }}]{{ m.content }}{{ eos_token }}{% endfor %}")),
+      ("tokenizer.ggml.tokens", 9, struct.pack("<IQ", 8, 3) + s("<unk>") + s("<|begin|>") + s("<|end|>")),
+      ("tokenizer.ggml.bos_token_id", 4, struct.pack("<I", 1)),
+      ("tokenizer.ggml.eos_token_id", 4, struct.pack("<I", 2))]
+out = b"GGUF" + struct.pack("<IQQ", 3, 0, len(kv))
+for k, t, v in kv: out += s(k) + struct.pack("<I", t) + v
+open(sys.argv[1], "wb").write(out)
+PYEOF
+got=$("$SP" template -m "$T/chat.gguf" --context "$T/plain.json" 2>"$T/err") || true
+if [ "$got" = "<|begin|>[user]Hi<|end|>" ]; then pass "-m: template and bos/eos from the GGUF"
+else fail "-m gave '$got' ($(cat "$T/err"))"; fi
+got=$(printf '{"messages": [], "bos_token": "B"}' | "$SP" template -m "$T/chat.gguf" --context - 2>"$T/err") || true
+if [ "$got" = "B" ]; then pass "-m: the context's bos_token wins"; else fail "-m context bos gave '$got'"; fi
+if "$SP" template -m "$SH/models/stories260K.gguf" --context "$T/plain.json" >"$T/out" 2>"$T/err" &&
+   grep -q "no chat template; using the builtin" "$T/err" && grep -q "Hi" "$T/out"; then
+    pass "-m without a chat template falls back to a builtin"
+else fail "-m fallback: $(cat "$T/err")"; fi
+
 # errors: one line on stderr naming the template line, non-zero exit, nothing on stdout
 printf 'line one\n{{ x | nosuchfilter }}\n' >"$T/bad.jinja"
 if "$SP" template --file "$T/bad.jinja" >"$T/out" 2>"$T/err"; then fail "unknown filter accepted"

@@ -478,6 +478,15 @@ Test(tmpl_limits, circular_values) {
     expect_err("{% set l = [] %}{% set _ = l.append(l) %}{{ l | tojson }}", NULL, SP_TMPL_ERUNTIME, "recursion");
 }
 
+/* ---------------------------------------------------------------- fuzz regressions */
+
+Test(tmpl_fuzz, repeating_an_empty_or_generator_sequence) {
+    /* UBSan: memcpy from the NULL buffer of an empty generator list */
+    expect_err("{{ 'x' | reject * 49 }}", NULL, SP_TMPL_ERUNTIME, "unsupported operand type(s) for *: 'generator' and 'int'");
+    expect_err("{{ ([1] | map('string')) + [2] }}", NULL, SP_TMPL_ERUNTIME, "unsupported operand type(s) for +: 'generator' and 'list'");
+    expect("{{ [] * 3 }}{{ [1] * 0 }}{{ () * 2 }}", NULL, "[][]()");
+}
+
 /* ---------------------------------------------------------------- builtins */
 
 static const char *const CONV =
