@@ -9,6 +9,7 @@ static void usage(FILE *f) {
             "usage: sparrow COMMAND [options]\n"
             "\n"
             "commands:\n"
+            "  serve     the OpenAI-compatible HTTP server (default 127.0.0.1:8080)\n"
             "  run       generate text from a prompt (streams to stdout)\n"
             "  inspect   print a GGUF file's metadata and tensor table\n"
             "  tokenize  print the token ids of a text (or --detok ids)\n"
@@ -24,6 +25,7 @@ int main(int argc, char **argv) {
         return 2;
     }
     const char *cmd = argv[1];
+    if (!strcmp(cmd, "serve")) return sp_cli_serve(argc - 1, argv + 1);
     if (!strcmp(cmd, "run")) return sp_cli_run(argc - 1, argv + 1);
     if (!strcmp(cmd, "template")) return sp_cli_template(argc - 1, argv + 1);
     if (!strcmp(cmd, "inspect")) return sp_cli_inspect(argc - 1, argv + 1);

@@ -8,6 +8,9 @@ PACKAGES=(
   clang libclang-rt-14-dev            # libFuzzer targets, sanitizer runtimes
   libcriterion-dev                    # unit tests
   libcjson-dev                        # JSON (api/)
+  libuv1-dev libmicrohttpd-dev        # the HTTP server (server/)
+  libpcre2-dev                        # tokenizer pre-tokenizer regexes (engine/)
+  curl                                # server integration tests
   python3-jinja2                      # the chat-template oracle (../shared/templates/render_reference.py)
   python3 python3-numpy               # reference checkers in ../shared (check_logits.py)
 )
@@ -16,6 +19,8 @@ missing=()
 for p in "${PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+# the OpenAI Node SDK test needs node + npm; any install of them will do (Debian's or NodeSource's)
+command -v node >/dev/null && command -v npm >/dev/null || missing+=(nodejs npm)
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 SUDO=""

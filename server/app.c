@@ -496,11 +496,6 @@ static void prep_submit(app_t *a, rctx *r) {
 
 /* ---------------------------------------------------------- generation ---- */
 
-static const char *endpoint_name(endpoint ep) {
-    static const char *names[] = {"/v1/chat/completions", "/v1/completions", "/tokenize", "/detokenize", "/apply-template"};
-    return names[ep];
-}
-
 static sp_oai_meta meta_of(rctx *r) {
     return (sp_oai_meta){r->req.kind, r->id, r->created, r->app->model_id};
 }
@@ -781,14 +776,13 @@ static void handler(void *ud, sp_http_conn *c, const sp_http_request *req) {
     app_t *a = ud;
     const char *p = req->path;
     bool get = !strcmp(req->method, "GET") || !strcmp(req->method, "HEAD"), post = !strcmp(req->method, "POST");
-    const char *ep_name = p;
     if (get && !strcmp(p, "/health")) handle_health(a, c);
     else if (get && (!strcmp(p, "/v1/models") || !strcmp(p, "/models"))) handle_models(a, c);
     else if (get && !strcmp(p, "/metrics")) handle_metrics(a, c);
     else if (post && (!strcmp(p, "/v1/chat/completions") || !strcmp(p, "/chat/completions")))
-        handle_model_post(a, c, req, EP_CHAT), ep_name = endpoint_name(EP_CHAT);
+        handle_model_post(a, c, req, EP_CHAT);
     else if (post && (!strcmp(p, "/v1/completions") || !strcmp(p, "/completions")))
-        handle_model_post(a, c, req, EP_COMPLETION), ep_name = endpoint_name(EP_COMPLETION);
+        handle_model_post(a, c, req, EP_COMPLETION);
     else if (post && !strcmp(p, "/tokenize")) handle_model_post(a, c, req, EP_TOKENIZE);
     else if (post && !strcmp(p, "/detokenize")) handle_model_post(a, c, req, EP_DETOKENIZE);
     else if (post && !strcmp(p, "/apply-template")) handle_model_post(a, c, req, EP_APPLY_TEMPLATE);
@@ -801,9 +795,22 @@ static void handler(void *ud, sp_http_conn *c, const sp_http_request *req) {
         snprintf(msg, sizeof msg, known ? "method %s is not allowed on %.200s" : "no route for %s %.200s", req->method, p);
         if (known) sp_http_add_header(c, "Allow", get || !post ? "GET, POST" : "POST");
         reply_simple_error(c, known ? 405 : 404, NULL, known ? "method_not_allowed" : "not_found", NULL, msg);
-        ep_name = "other";
     }
-    (void)ep_name;
+}
+
+/* Count every finished request by endpoint (aliases folded) and status class. */
+static void on_done(void *ud, const char *method, const char *path, int status) {
+    app_t *a = ud;
+    static const char *const known[] = {"/health", "/v1/models", "/metrics", "/v1/chat/completions",
+                                        "/v1/completions", "/tokenize", "/detokenize", "/apply-template"};
+    const char *ep = "other";
+    if (!strcmp(path, "/chat/completions")) path = "/v1/chat/completions";
+    else if (!strcmp(path, "/completions")) path = "/v1/completions";
+    else if (!strcmp(path, "/models")) path = "/v1/models";
+    for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
+        if (!strcmp(path, known[i])) ep = known[i];
+    (void)method;
+    sp_metrics_request(&a->metrics, ep, status ? status : 499);
 }
 
 /* ----------------------------------------------------------------- run ---- */
@@ -838,7 +845,7 @@ int sp_app_run(const sp_app_config *cfg) {
         .host = cfg->host, .port = cfg->port, .max_connections = cfg->max_connections, .max_body = cfg->max_body,
         .idle_timeout_s = cfg->idle_timeout_s, .api_keys = cfg->api_keys, .n_api_keys = cfg->n_api_keys,
         .open_paths = open_paths, .n_open_paths = 1, .cors_origins = cfg->cors_origins, .log_requests = !cfg->quiet,
-        .handler = handler, .ud = a,
+        .handler = handler, .on_done = on_done, .ud = a,
     };
     char err[512] = "";
     a->http = sp_http_new(&ho, err, sizeof err);

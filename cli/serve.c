@@ -1,0 +1,123 @@
+/* cli/serve.c — `sparrow serve`: the OpenAI-compatible server. Settings come from a JSON config file
+ * (--config FILE; the same names as the flags, without dashes) and flags, flags winning. With no
+ * model named it serves the default tiny random-weight model (made by synth on first use). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/cli.h"
+#include "conf/conf.h"
+#include "server/app.h"
+
+#define MAX_KEYS 16
+
+typedef struct {
+    sp_app_config cfg;
+    const char *keys[MAX_KEYS];
+    int n_keys_file;        /* keys from the config file, replaced when flags give keys */
+    bool keys_from_flags;
+    char model_buf[1024];
+} serve_opts;
+
+static void serve_usage(FILE *f) {
+    fprintf(f,
+            "usage: sparrow serve [-m MODEL.gguf] [options]\n"
+            "  -m, --model FILE         GGUF model (default: a tiny random-weight model made by synth)\n"
+            "  --alias NAME             the model id clients use (default: the file name without .gguf)\n"
+            "  --host ADDR              address to listen on (default 127.0.0.1; 0.0.0.0 for the LAN)\n"
+            "  --port N                 (default 8080)\n"
+            "  --api-key KEY            require 'Authorization: Bearer KEY' (repeatable: several keys)\n"
+            "  --cors ORIGINS           allow browsers from these origins ('*' or a comma-separated list)\n"
+            "  -c, --ctx N              context length (default: the model's)\n"
+            "  -t, --threads N          compute threads (default: all cores; the reference engine uses one)\n"
+            "  --max-queue N            waiting requests before 503 (default 64)\n"
+            "  --max-body BYTES         request body limit (default 8388608)\n"
+            "  --max-connections N      (default 64)\n"
+            "  --timeout S              idle connection timeout in seconds (default 60)\n"
+            "  --chat-template FILE     Jinja chat template to use instead of the model's\n"
+            "  --config FILE            JSON file with any of these settings, e.g. {\"port\": 8081, \"api-key\": \"k\"}\n"
+            "  -q, --quiet              no per-request log lines\n");
+}
+
+static bool num(const char *v, int64_t lo, int64_t hi, int64_t *out, const char *name) {
+    if (sp_conf_parse_i64(v, lo, hi, out)) return true;
+    fprintf(stderr, "sparrow serve: invalid value '%s' for %s (%lld..%lld)\n", v, name, (long long)lo, (long long)hi);
+    return false;
+}
+
+/* One setting by name (flag without dashes, or config key). from_file: the config file. */
+static bool set_option(serve_opts *o, const char *name, const char *v, bool from_file) {
+    sp_app_config *c = &o->cfg;
+    int64_t n;
+    if (!strcmp(name, "model") || !strcmp(name, "m")) c->model_path = v;
+    else if (!strcmp(name, "alias")) c->model_alias = v;
+    else if (!strcmp(name, "host")) c->host = v;
+    else if (!strcmp(name, "port")) { if (!num(v, 0, 65535, &n, name)) return false; c->port = (int)n; }
+    else if (!strcmp(name, "api-key") || !strcmp(name, "api_key") || !strcmp(name, "api-keys")) {
+        if (!from_file && !o->keys_from_flags) { c->n_api_keys = 0; o->keys_from_flags = true; }
+        if (c->n_api_keys >= MAX_KEYS) { fprintf(stderr, "sparrow serve: at most %d API keys\n", MAX_KEYS); return false; }
+        if (!*v) { fprintf(stderr, "sparrow serve: an API key may not be empty\n"); return false; }
+        o->keys[c->n_api_keys++] = v;
+    }
+    else if (!strcmp(name, "cors")) c->cors_origins = v;
+    else if (!strcmp(name, "ctx") || !strcmp(name, "c")) { if (!num(v, 0, 1 << 24, &n, name)) return false; c->n_ctx = (int32_t)n; }
+    else if (!strcmp(name, "threads") || !strcmp(name, "t")) { if (!num(v, 1, 1024, &n, name)) return false; c->threads = (int32_t)n; }
+    else if (!strcmp(name, "max-queue")) { if (!num(v, 1, 1 << 20, &n, name)) return false; c->max_queue = (int32_t)n; }
+    else if (!strcmp(name, "max-body")) { if (!num(v, 1024, (int64_t)1 << 32, &n, name)) return false; c->max_body = (size_t)n; }
+    else if (!strcmp(name, "max-connections")) { if (!num(v, 1, 100000, &n, name)) return false; c->max_connections = (unsigned)n; }
+    else if (!strcmp(name, "timeout")) { if (!num(v, 1, 86400, &n, name)) return false; c->idle_timeout_s = (unsigned)n; }
+    else if (!strcmp(name, "chat-template")) c->chat_template_file = v;
+    else if (!strcmp(name, "quiet") || !strcmp(name, "q")) c->quiet = !strcmp(v, "true");
+    else {
+        fprintf(stderr, "sparrow serve: unknown %s '%s' (see --help)\n", from_file ? "config key" : "option", name);
+        return false;
+    }
+    return true;
+}
+
+static bool from_file(const char *key, const char *value, void *ud) {
+    /* the config file's strings must outlive parsing: keep a copy for the process lifetime */
+    return set_option(ud, key, strdup(value), true);
+}
+
+static const char *flag_name(const char *a) {
+    if (a[0] != '-') return NULL;
+    return a[1] == '-' ? a + 2 : a + 1;
+}
+
+int sp_cli_serve(int argc, char **argv) {
+    serve_opts o;
+    memset(&o, 0, sizeof o);
+    o.cfg.host = "127.0.0.1";
+    o.cfg.port = 8080;
+    o.cfg.max_queue = 64;
+    o.cfg.max_body = 8u << 20;
+    o.cfg.max_connections = 64;
+    o.cfg.idle_timeout_s = 60;
+    o.cfg.api_keys = o.keys;
+    for (int i = 1; i < argc; i++) { /* the config file first, so flags win */
+        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) { serve_usage(stdout); return 0; }
+        if (!strcmp(argv[i], "--config")) {
+            if (i + 1 >= argc) { fprintf(stderr, "sparrow serve: --config needs a file\n"); return 2; }
+            char err[512];
+            if (!sp_conf_file_each(argv[i + 1], from_file, &o, err, sizeof err)) {
+                if (err[0]) fprintf(stderr, "sparrow serve: %s\n", err);
+                return 2;
+            }
+        }
+    }
+    for (int i = 1; i < argc; i++) {
+        const char *name = flag_name(argv[i]);
+        if (!name) { fprintf(stderr, "sparrow serve: unexpected argument '%s'\n", argv[i]); return 2; }
+        if (!strcmp(name, "config")) { i++; continue; }
+        if (!strcmp(name, "quiet") || !strcmp(name, "q")) { o.cfg.quiet = true; continue; }
+        if (i + 1 >= argc) { fprintf(stderr, "sparrow serve: %s needs a value\n", argv[i]); return 2; }
+        if (!set_option(&o, name, argv[++i], false)) return 2;
+    }
+    if (!o.cfg.model_path) {
+        if (!sp_cli_default_model(o.model_buf, sizeof o.model_buf)) return 1;
+        o.cfg.model_path = o.model_buf;
+        if (!o.cfg.model_alias) o.cfg.model_alias = "sparrow-tiny-random";
+    }
+    return sp_app_run(&o.cfg);
+}
