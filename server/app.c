@@ -229,6 +229,12 @@ static void *loader_main(void *arg) {
     fprintf(stderr, "sparrow serve: model '%s' ready in %.2f s (%s, %d layers, context %d)\n", a->model_id,
             sp_now() - t0, a->model->hp.arch_name, a->model->hp.n_layer, sp_sched_n_ctx(a->sched));
     atomic_store(&a->ready, true);
+    const char *host = cfg->host && strcmp(cfg->host, "0.0.0.0") && strcmp(cfg->host, "::") ? cfg->host : "127.0.0.1";
+    bool v6 = strchr(host, ':') != NULL;
+    fprintf(stderr, "sparrow serve: try it:\n  curl http://%s%s%s:%d/v1/chat/completions -H 'Content-Type: application/json'%s \\\n"
+                    "    -d '{\"model\": \"%s\", \"messages\": [{\"role\": \"user\", \"content\": \"Tell me a story\"}], \"max_tokens\": 64}'\n",
+            v6 ? "[" : "", host, v6 ? "]" : "", sp_http_port(a->http),
+            cfg->n_api_keys ? " -H 'Authorization: Bearer YOUR_KEY'" : "", a->model_id);
     return NULL;
 }
 
