@@ -50,7 +50,9 @@ void tm_arena_free(tm_arena *a) {
     a->total = 0;
 }
 
-void *tm_alloc(tm_arena *a, size_t n) {
+/* n bytes, 16-aligned, not zeroed. Chunks grow with the arena (64 KiB up to 4 MiB) so a big render
+ * makes few malloc calls. */
+static void *alloc_raw(tm_arena *a, size_t n) {
     n = (n + 15) & ~(size_t)15;
     if (n == 0) n = 16;
     if (n > a->limit || a->total > a->limit - n)
@@ -58,13 +60,17 @@ void *tm_alloc(tm_arena *a, size_t n) {
                  a->limit >> 20);
     tm_chunk *c = a->head;
     if (!c || c->cap - c->used < n) {
-        size_t cap = n > TM_CHUNK_MIN ? n : TM_CHUNK_MIN;
+        size_t grow = a->total / 2;
+        if (grow < TM_CHUNK_MIN) grow = TM_CHUNK_MIN;
+        if (grow > ((size_t)4 << 20)) grow = (size_t)4 << 20;
+        size_t cap = n > grow ? n : grow;
         c = malloc(sizeof *c + cap);
         if (!c) tm_raise(a->err, SP_TMPL_ELIMIT, 0, "out of memory");
         c->used = 0;
         c->cap = cap;
-        /* a big one-off block goes behind the current chunk so its free space stays usable */
-        if (a->head && cap > TM_CHUNK_MIN) {
+        /* a one-off block bigger than the usual chunk goes behind the current one, whose free
+         * space stays in use */
+        if (a->head && cap > grow && a->head->cap - a->head->used >= TM_CHUNK_MIN / 4) {
             c->next = a->head->next;
             a->head->next = c;
         } else {
@@ -75,13 +81,19 @@ void *tm_alloc(tm_arena *a, size_t n) {
     void *p = c->data + c->used;
     c->used += n;
     a->total += n;
+    return p;
+}
+
+void *tm_alloc(tm_arena *a, size_t n) {
+    void *p = alloc_raw(a, n);
     memset(p, 0, n);
     return p;
 }
 
+/* Grow a buffer: the old bytes are copied, the new ones are left uninitialized. */
 void *tm_realloc(tm_arena *a, void *p, size_t old, size_t n) {
     if (n <= old) return p;
-    void *q = tm_alloc(a, n);
+    void *q = alloc_raw(a, n);
     if (old) memcpy(q, p, old);
     return q;
 }
@@ -90,7 +102,11 @@ void *tm_realloc(tm_arena *a, void *p, size_t old, size_t n) {
 
 tm_str tm_cstr(const char *s) { return (tm_str){s, strlen(s)}; }
 bool tm_eq(tm_str a, tm_str b) { return a.n == b.n && (a.n == 0 || !memcmp(a.p, b.p, a.n)); }
-bool tm_eqc(tm_str a, const char *c) { return tm_eq(a, tm_cstr(c)); }
+bool tm_eqc(tm_str a, const char *c) { /* no strlen: stops at the first difference */
+    size_t i = 0;
+    while (i < a.n && c[i] && a.p[i] == c[i]) i++;
+    return i == a.n && c[i] == 0;
+}
 
 tm_str tm_dup(tm_arena *a, const char *p, size_t n) {
     char *q = tm_alloc(a, n + 1);
