@@ -120,7 +120,6 @@ bool sp_conf_file_each(const char *path, sp_conf_fn fn, void *ud, char *err, siz
     cJSON_ArrayForEach(kv, root) {
         if (!(ok = each_value(kv->string, kv, fn, ud, err, errlen))) break;
     }
-    if (!ok && !err[0]) snprintf(err, errlen, "config file %s: invalid setting", path);
     cJSON_Delete(root);
     free(buf);
     return ok;

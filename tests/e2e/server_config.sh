@@ -1,0 +1,30 @@
+# Integration: `sparrow serve --config FILE` reads the same settings as the flags (JSON, names without
+# dashes), flags win over the file, and a bad file or flag is refused with a clear message.
+source "$(dirname "$0")/common.sh"
+source "$(dirname "$0")/server_common.sh"
+M=$SH/models/stories260K.gguf
+cat >"$T/conf.json" <<JSON
+{"model": "$M", "alias": "from-file", "api-key": ["ka", "kb"], "ctx": 256, "max-queue": 4, "quiet": true}
+JSON
+start_server conf --config "$T/conf.json" --alias from-flag || exit 1
+s=$(req GET /v1/models "" -H 'Authorization: Bearer kb'); check "flag wins over file (alias)" 200 "$s" "j['data'][0]['id'] == 'from-flag'"
+s=$(req GET /v1/models); check "file's API keys apply" 401 "$s"
+long=$("$PY" -c 'print("{\"prompt\":\"" + "Once upon a time " * 80 + "\"}")')
+s=$(req POST /v1/completions "$long" -H 'Authorization: Bearer ka')
+check "file's ctx applies" 400 "$s" "'maximum context length is 256 tokens' in j['error']['message']"
+grep -q 'POST /v1/completions' "$T/conf.log" && fail "quiet from the file: request logged" || pass "quiet from the file"
+stop_servers
+echo '{"port": "eighty"}' >"$T/bad.json"
+"$SP" serve --config "$T/bad.json" >/dev/null 2>"$T/err" && fail "bad config accepted" ||
+  { grep -q "invalid value 'eighty' for port" "$T/err" && pass "bad config value: $(cat "$T/err")" || fail "bad config: $(cat "$T/err")"; }
+echo '{"colour": "blue"}' >"$T/bad2.json"
+"$SP" serve --config "$T/bad2.json" >/dev/null 2>"$T/err" && fail "unknown key accepted" ||
+  { grep -q "unknown config key 'colour'" "$T/err" && pass "unknown config key refused" || fail "unknown key: $(cat "$T/err")"; }
+echo '{"port": 1' >"$T/bad3.json"
+"$SP" serve --config "$T/bad3.json" >/dev/null 2>"$T/err" && fail "broken JSON accepted" ||
+  { grep -q "not a JSON object" "$T/err" && pass "broken config JSON refused" || fail "broken JSON: $(cat "$T/err")"; }
+"$SP" serve --port 99999 >/dev/null 2>"$T/err" && fail "bad port accepted" ||
+  { grep -q "invalid value '99999' for port" "$T/err" && pass "bad flag refused" || fail "bad flag: $(cat "$T/err")"; }
+"$SP" serve -m "$M" --port "$PORT" --host 203.0.113.7 >/dev/null 2>"$T/err" && fail "unbindable host accepted" ||
+  { [ -s "$T/err" ] && pass "unbindable address: $(head -1 "$T/err")" || fail "no message for an unbindable address"; }
+finish
