@@ -594,9 +594,8 @@ static tv eval_call(tm_render *r, tm_scope *s, const tm_node *n) {
 }
 
 /* A filter node applied to `input` (a == NULL marks the chain's start in block filters). */
-static tv apply_filter_node(tm_render *r, tm_scope *s, const tm_node *f, tv input, bool use_input) {
+static tv apply_filter_node(tm_render *r, tm_scope *s, const tm_node *f, tv input) {
     tv in = f->a ? eval(r, s, f->a) : input;
-    (void)use_input;
     if (!tm_filter_known(f->name))
         tm_fail(r, "No filter named '%.*s' found.", (int)f->name.n, f->name.p);
     evargs e = eval_args(r, s, f);
@@ -635,7 +634,7 @@ static tv eval_inner(tm_render *r, tm_scope *s, const tm_node *n) {
     }
     case N_SLICE: tm_fail(r, "slice outside of a subscript");
     case N_CALL: return eval_call(r, s, n);
-    case N_FILTER: return apply_filter_node(r, s, n, tv_undef(), false);
+    case N_FILTER: return apply_filter_node(r, s, n, tv_undef());
     case N_TEST: {
         tv in = eval(r, s, n->a);
         if (!tm_test_known(n->name)) tm_fail(r, "No test named '%.*s' found.", (int)n->name.n, n->name.p);
@@ -736,9 +735,8 @@ static void bind_target(tm_render *r, tm_scope *s, const tm_node *target, tv v) 
         scope_set(r, s, target->name, v);
         return;
     }
-    /* tuple unpacking */
-    if (v.k == TV_UNDEF) tm_fail_undef(r, v);
-    if (v.k != TV_LIST && v.k != TV_STR && v.k != TV_DICT)
+    /* tuple unpacking (an undefined value iterates as empty) */
+    if (v.k != TV_UNDEF && v.k != TV_LIST && v.k != TV_STR && v.k != TV_DICT)
         tm_fail(r, "cannot unpack non-iterable %s object", tm_type_name(v));
     tm_list *items = tm_iterate(r, v);
     size_t want = target->body.n;
@@ -856,7 +854,7 @@ static flow exec_stmt(tm_render *r, tm_scope *s, const tm_node *n) {
         for (size_t i = 0; i < n->kwargs.n; i++) scope_set(r, w, n->kwnames[i], eval(r, s, n->kwargs.v[i]));
         return exec_body(r, w, n->body);
     }
-    case N_BODY: return exec_body(r, s, n->body);
+    case N_BODY: exec_body(r, scope_new(r, s), n->body); return FLOW_NORMAL; /* a call block */
     case N_BREAK: return FLOW_BREAK;
     case N_CONTINUE: return FLOW_CONTINUE;
     default: tm_fail(r, "expression used as a statement");

@@ -209,7 +209,6 @@ static bool strip_set_has(tm_str chars, uint32_t cp) {
 }
 
 /* Python str.strip/lstrip/rstrip; chars NULL = whitespace. */
-tv tm_strip(tm_render *r, tv s, const tm_str *chars, bool left, bool right);
 tv tm_strip(tm_render *r, tv s, const tm_str *chars, bool left, bool right) {
     (void)r;
     size_t start = 0, end = s.s.n;
@@ -235,7 +234,6 @@ tv tm_strip(tm_render *r, tv s, const tm_str *chars, bool left, bool right) {
 }
 
 /* Python str.replace(old, new, count). */
-tv tm_replace(tm_render *r, tm_str s, tm_str old, tm_str new_, int64_t count);
 tv tm_replace(tm_render *r, tm_str s, tm_str old, tm_str new_, int64_t count) {
     tm_buf b;
     tm_buf_init(&b, &r->arena);
@@ -315,7 +313,6 @@ static size_t line_break_len(tm_str s, size_t i) {
     return 0;
 }
 
-tm_list *tm_splitlines(tm_render *r, tm_str s, bool keepends);
 tm_list *tm_splitlines(tm_render *r, tm_str s, bool keepends) {
     tm_list *l = tm_list_new(r, 4);
     size_t start = 0;
@@ -571,8 +568,6 @@ static tv do_sum(tm_render *r, tv value, tv attribute, tv start) {
     for (size_t i = 0; i < items->n; i++) {
         tv it = items->v[i];
         if (tm_arg_given(attribute) && attribute.k != TV_NONE) it = sort_key(r, it, attribute, true);
-        tv a2[2] = {acc, it};
-        (void)a2;
         double x, y;
         int64_t xi, yi, z;
         if (tm_as_int(acc, &xi) && tm_as_int(it, &yi)) {
@@ -771,8 +766,6 @@ static tv do_items(tm_render *r, tv value) {
 
 /* ---------------------------------------------------------------- dispatch */
 
-static bool is_str_filter_input_undef_ok(tv in) { return in.k == TV_UNDEF; }
-
 tv tm_apply_filter(tm_render *r, tm_str name, tv in, tv *args, size_t nargs, tm_str *kwnames,
                    tv *kwvals, size_t nkw) {
     tm_tick(r, 0);
@@ -951,7 +944,6 @@ tv tm_apply_filter(tm_render *r, tm_str name, tv in, tv *args, size_t nargs, tm_
         if (a[0].k != TV_STR) tm_fail(r, "attribute name must be a string");
         return tm_getattr(r, in, a[0].s);
     }
-    (void)is_str_filter_input_undef_ok;
 #undef IS
     tm_fail(r, "the filter '%.*s' is not supported", (int)name.n, name.p);
 }
@@ -983,7 +975,8 @@ bool tm_apply_test(tm_render *r, tm_str name, tv in, tv *args, size_t nargs) {
     if (IS("sequence")) /* has len() and __getitem__: Undefined has both */
         return in.k == TV_STR || in.k == TV_DICT || in.k == TV_UNDEF || (in.k == TV_LIST && !is_gen(in));
     if (IS("iterable")) return in.k == TV_STR || in.k == TV_DICT || in.k == TV_LIST || in.k == TV_UNDEF;
-    if (IS("callable")) return in.k == TV_MACRO || in.k == TV_FUNC || in.k == TV_METHOD;
+    if (IS("callable")) /* Undefined defines __call__ (to raise), so callable() is true */
+        return in.k == TV_MACRO || in.k == TV_FUNC || in.k == TV_METHOD || in.k == TV_UNDEF;
     if (IS("escaped")) return in.k == TV_STR && (in.f & TVF_MARKUP);
     if (IS("lower") || IS("upper")) {
         tv s = soft_str(r, in);

@@ -338,6 +338,10 @@ bool tm_test_known(tm_str name);
 tv tm_apply_filter(tm_render *r, tm_str name, tv in, tv *args, size_t nargs, tm_str *kwnames,
                    tv *kwvals, size_t nkw);
 bool tm_apply_test(tm_render *r, tm_str name, tv in, tv *args, size_t nargs);
+/* Python str.strip/lstrip/rstrip (chars NULL: whitespace), str.replace, str.splitlines. */
+tv tm_strip(tm_render *r, tv s, const tm_str *chars, bool left, bool right);
+tv tm_replace(tm_render *r, tm_str s, tm_str old, tm_str new_, int64_t count);
+tm_list *tm_splitlines(tm_render *r, tm_str s, bool keepends);
 
 /* methods and globals (tmpl_methods.c) */
 bool tm_has_method(tv self, tm_str name);

@@ -11,10 +11,6 @@
 
 #include "api/tmpl_impl.h"
 
-tv tm_strip(tm_render *r, tv s, const tm_str *chars, bool left, bool right);
-tv tm_replace(tm_render *r, tm_str s, tm_str old, tm_str new_, int64_t count);
-tm_list *tm_splitlines(tm_render *r, tm_str s, bool keepends);
-
 #define BIND(fname, ...)                                                                          \
     static const char *const names_[] = {__VA_ARGS__};                                            \
     tv a[sizeof names_ / sizeof names_[0]];                                                        \

@@ -804,10 +804,15 @@ static tm_node *parse_macro(parser *P, int line) {
 
 static tm_node *parse_statement(parser *P);
 
+/* {% filter %} and {% generation %} bodies. A generation body is a call block: jinja2 renders it
+ * as a macro, so break/continue cannot reach an enclosing loop from inside it. */
 static tm_node *parse_block_stmt(parser *P, tm_nkind kind, int line, const char *const *end) {
     tm_node *n = node(P, kind, line);
     if (kind == N_FILTERBLOCK) n->c = parse_filter(P, NULL, true);
+    int loops = P->loop_depth;
+    if (kind == N_BODY) P->loop_depth = 0;
     n->body = parse_statements(P, end, true);
+    P->loop_depth = loops;
     return n;
 }
 

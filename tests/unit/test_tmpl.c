@@ -478,6 +478,24 @@ Test(tmpl_limits, circular_values) {
     expect_err("{% set l = [] %}{% set _ = l.append(l) %}{{ l | tojson }}", NULL, SP_TMPL_ERUNTIME, "recursion");
 }
 
+Test(tmpl_lang, generation_is_a_call_block) {
+    /* rendered like a macro body: its sets stay inside, break/continue cannot leave it */
+    expect("{% generation %}{% set x = 1 %}{{ x }}{% endgeneration %}[{{ x }}]", NULL, "1[]");
+    expect("{% for i in [1, 2] %}{% generation %}{{ loop.index }}{{ i }}{% endgeneration %}{% endfor %}", NULL, "1122");
+    expect_err("{% for i in [1] %}{% generation %}{% break %}{% endgeneration %}{% endfor %}", NULL, SP_TMPL_ESYNTAX,
+               "'break' outside of a loop");
+    expect("{% for i in [1, 2, 3] %}{% set x %}{% if i == 2 %}{% break %}{% endif %}{{ i }}{% endset %}{{ x }}{% endfor %}", NULL, "1");
+}
+
+Test(tmpl_lang, undefined_corners) {
+    expect("{{ x is callable }} {{ x is sequence }} {{ x is iterable }} {{ x | length }} {{ x | list }} {{ x | join }}|", NULL,
+           "True True True 0 [] |");
+    expect_err("{% for a, b in [x] %}{% endfor %}", NULL, SP_TMPL_ERUNTIME, "not enough values to unpack (expected 2, got 0)");
+    expect_err("{{ x | int }}", NULL, SP_TMPL_ERUNTIME, "'x' is undefined");
+    expect_err("{{ x + 1 }}", NULL, SP_TMPL_ERUNTIME, "'x' is undefined");
+    expect("{{ x ~ 'a' }} {{ x == x }} {{ x | default(1) }} {{ none.attr is defined }}", NULL, "a True 1 False");
+}
+
 /* ---------------------------------------------------------------- fuzz regressions */
 
 Test(tmpl_fuzz, repeating_an_empty_or_generator_sequence) {
