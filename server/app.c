@@ -26,6 +26,7 @@
 #include "scheduler/sched.h"
 #include "server/http.h"
 #include "server/metrics.h"
+#include "server/web.h"
 
 /* ---------------------------------------------------------------- app ---- */
 
@@ -778,6 +779,22 @@ static void handle_model_post(app_t *a, sp_http_conn *c, const sp_http_request *
     prep_submit(a, r);
 }
 
+/* The embedded web chat page: strict CSP, no inline code, cached briefly (index never). */
+static bool handle_web(sp_http_conn *c, const char *path) {
+    const sp_web_file *f = sp_web_find(path);
+    if (!f) return false;
+    bool index = !strcmp(path, "/") || !strcmp(path, "/index.html");
+    sp_http_add_header(c, "Content-Security-Policy",
+                       "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+                       "img-src 'self' data:; manifest-src 'self'; base-uri 'none'; form-action 'none'; "
+                       "frame-ancestors 'none'");
+    sp_http_add_header(c, "X-Content-Type-Options", "nosniff");
+    sp_http_add_header(c, "Referrer-Policy", "no-referrer");
+    sp_http_add_header(c, "Cache-Control", index ? "no-cache" : "public, max-age=300");
+    sp_http_respond(c, 200, sp_web_content_type(f->path), (const char *)f->data, f->len);
+    return true;
+}
+
 static void handler(void *ud, sp_http_conn *c, const sp_http_request *req) {
     app_t *a = ud;
     const char *p = req->path;
@@ -785,6 +802,7 @@ static void handler(void *ud, sp_http_conn *c, const sp_http_request *req) {
     if (get && !strcmp(p, "/health")) handle_health(a, c);
     else if (get && (!strcmp(p, "/v1/models") || !strcmp(p, "/models"))) handle_models(a, c);
     else if (get && !strcmp(p, "/metrics")) handle_metrics(a, c);
+    else if (get && handle_web(c, p)) return;
     else if (post && (!strcmp(p, "/v1/chat/completions") || !strcmp(p, "/chat/completions")))
         handle_model_post(a, c, req, EP_CHAT);
     else if (post && (!strcmp(p, "/v1/completions") || !strcmp(p, "/completions")))
@@ -846,11 +864,12 @@ int sp_app_run(const sp_app_config *cfg) {
     if (cfg->model_alias) snprintf(a->model_id, sizeof a->model_id, "%s", cfg->model_alias);
     else model_id_from_path(cfg->model_path, a->model_id, sizeof a->model_id);
 
-    static const char *open_paths[] = {"/health"};
+    /* the page itself is public (it asks for the key); the API behind it is not */
+    static const char *open_paths[] = {"/health", "/", "/index.html", "/app.js", "/style.css", "/favicon.svg"};
     sp_http_opts ho = {
         .host = cfg->host, .port = cfg->port, .max_connections = cfg->max_connections, .max_body = cfg->max_body,
         .idle_timeout_s = cfg->idle_timeout_s, .api_keys = cfg->api_keys, .n_api_keys = cfg->n_api_keys,
-        .open_paths = open_paths, .n_open_paths = 1, .cors_origins = cfg->cors_origins, .log_requests = !cfg->quiet,
+        .open_paths = open_paths, .n_open_paths = (int)(sizeof open_paths / sizeof open_paths[0]), .cors_origins = cfg->cors_origins, .log_requests = !cfg->quiet,
         .handler = handler, .on_done = on_done, .ud = a,
     };
     char err[512] = "";
