@@ -36,7 +36,8 @@ typedef struct {
     size_t max_output;     /* bytes of rendered text (default 16 MiB) */
     size_t max_memory;     /* bytes the render may allocate (default 256 MiB) */
     uint64_t max_steps;    /* evaluation steps: nodes, loop iterations, element visits (default 50M) */
-    int max_depth;         /* nesting of statements/expressions/macro calls (default 600) */
+    int max_depth;         /* nesting of statements/expressions/macro calls (default 600; that
+                            * needs about 512 KiB of stack: lower it on small thread stacks) */
     const char *fixed_date; /* "YYYY-MM-DD" for strftime_now; NULL: $SPARROW_FIXED_DATE, else now */
 } sp_tmpl_opts;
 

@@ -46,6 +46,13 @@ for t in templates:
                 same += 1
                 continue
             print(f"FAIL {name}: reference raised {want_err!r}; sparrow rc={p.returncode} stderr={got.strip()[:300]!r}")
+# the in-process oracle is render_reference.py's CLI, byte for byte (spot check)
+t, c = templates[0], cases[0]
+cli = subprocess.run([sys.executable, os.path.join(tdir, "render_reference.py"), t, c], capture_output=True)
+inproc = env.from_string(open(t, encoding="utf-8").read()).render(**json.load(open(c, encoding="utf-8")))
+if cli.returncode != 0 or cli.stdout != inproc.encode("utf-8"):
+    print("FAIL the in-process reference differs from render_reference.py")
+    same -= 1
 print(f"templates: {same}/{total} renders identical")
 sys.exit(0 if same == total else 1)
 PYEOF
