@@ -10,6 +10,7 @@
  * Request contexts are reference-counted (connection side + prep side). */
 #include "server/app.h"
 
+#include <ctype.h>
 #include <math.h>
 #include <pthread.h>
 #include <signal.h>
@@ -18,11 +19,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
 #include <time.h>
 
+#include "api/ollama.h"
 #include "api/openai.h"
 #include "api/tmpl.h"
 #include "engine/model.h"
+#include "kernels/types.h"
 #include "scheduler/sched.h"
 #include "server/http.h"
 #include "server/metrics.h"
@@ -48,6 +53,10 @@ typedef struct {
     char model_id[256];
     char bos_text[64], eos_text[64];
     sp_oai_limits limits;
+    /* what the Ollama listings say about the model */
+    char ollama_name[300], family[32], quant[16], param_size[16], digest[72];
+    uint64_t file_size;
+    int64_t file_mtime;
 
     /* prep pool */
     pthread_mutex_t pmu;
@@ -62,7 +71,7 @@ static app_t *g_app; /* for the signal handler */
 
 /* ------------------------------------------------------ request context ---- */
 
-typedef enum { EP_CHAT, EP_COMPLETION, EP_TOKENIZE, EP_DETOKENIZE, EP_APPLY_TEMPLATE } endpoint;
+typedef enum { EP_CHAT, EP_COMPLETION, EP_TOKENIZE, EP_DETOKENIZE, EP_APPLY_TEMPLATE, EP_OLLAMA_CHAT, EP_OLLAMA_GENERATE } endpoint;
 
 struct rctx {
     app_t *app;
@@ -77,6 +86,8 @@ struct rctx {
     char *body;
     size_t body_len;
     sp_oai_req req;
+    bool ollama;             /* answer in Ollama's shapes (NDJSON) */
+    sp_ollama_req oll;
 
     /* prep output (written by prep before its wake; read by the pump after) */
     bool prep_done;
@@ -144,6 +155,18 @@ static void reply_error(sp_http_conn *c, const sp_oai_error *e) {
     free(s);
 }
 
+/* An error in the shape of the API the request came through: Ollama's {"error": "..."} or OpenAI's. */
+static void reply_error_for(bool ollama, sp_http_conn *c, const sp_oai_error *e) {
+    if (!ollama) {
+        reply_error(c, e);
+        return;
+    }
+    char *s = sp_ollama_error_json(e->message);
+    if (e->status == 503) sp_http_add_header(c, "Retry-After", "1");
+    sp_http_respond(c, e->status, "application/json", s, strlen(s));
+    free(s);
+}
+
 static void reply_simple_error(sp_http_conn *c, int status, const char *type, const char *code, const char *param,
                                const char *msg) {
     sp_oai_error e;
@@ -201,6 +224,47 @@ static sp_tmpl *load_template(app_t *a, char *err, size_t errlen) {
     return t;
 }
 
+/* Parameter count as Ollama prints it: "260K", "494.0M", "1.2B". */
+static void param_size_text(uint64_t n, char *out, size_t cap) {
+    if (n >= 1000000000ull) snprintf(out, cap, "%.1fB", n / 1e9);
+    else if (n >= 1000000ull) snprintf(out, cap, "%.1fM", n / 1e6);
+    else snprintf(out, cap, "%lluK", (unsigned long long)(n / 1000));
+}
+
+/* What /api/tags and /api/show report: family, parameter count, the dominant weight type, file
+ * identity (size, mtime and a digest of those with the path: an identity, not a content hash). */
+static void describe_model(app_t *a) {
+    const sp_gguf *g = a->model->gguf;
+    uint64_t params = 0, by_type[SP_TYPE_COUNT] = {0};
+    for (uint64_t i = 0; i < sp_gguf_n_tensors(g); i++) {
+        const sp_gguf_tensor *t = sp_gguf_tensor_at(g, i);
+        uint64_t n = (uint64_t)(t->ne[0] * t->ne[1] * t->ne[2] * t->ne[3]);
+        params += n;
+        if (t->n_dims >= 2 && t->type < SP_TYPE_COUNT) by_type[t->type] += t->nbytes;
+    }
+    int best = 0;
+    for (int t = 1; t < SP_TYPE_COUNT; t++) if (by_type[t] > by_type[best]) best = t;
+    const sp_type_info *ti = sp_type_get((uint32_t)best);
+    snprintf(a->quant, sizeof a->quant, "%s", ti ? ti->name : "unknown");
+    for (char *p = a->quant; *p; p++) *p = (char)toupper((unsigned char)*p);
+    param_size_text(params, a->param_size, sizeof a->param_size);
+    snprintf(a->family, sizeof a->family, "%s", a->model->hp.arch_name);
+    snprintf(a->ollama_name, sizeof a->ollama_name, "%s:latest", a->model_id);
+    struct stat st;
+    if (stat(a->cfg->model_path, &st) == 0) {
+        a->file_size = (uint64_t)st.st_size;
+        a->file_mtime = (int64_t)st.st_mtime;
+    }
+    uint64_t h[4] = {0xcbf29ce484222325ull, 0x84222325cbf29ce4ull, 0x9E3779B97F4A7C15ull, 0xD1B54A32D192ED03ull};
+    for (int k = 0; k < 4; k++) {
+        for (const char *p = a->cfg->model_path; *p; p++) h[k] = (h[k] ^ (uint8_t)*p) * 1099511628211ull;
+        h[k] = (h[k] ^ a->file_size) * 1099511628211ull;
+        h[k] = (h[k] ^ (uint64_t)a->file_mtime) * 1099511628211ull;
+    }
+    snprintf(a->digest, sizeof a->digest, "%016llx%016llx%016llx%016llx", (unsigned long long)h[0],
+             (unsigned long long)h[1], (unsigned long long)h[2], (unsigned long long)h[3]);
+}
+
 static void *loader_main(void *arg) {
     app_t *a = arg;
     const sp_app_config *cfg = a->cfg;
@@ -212,6 +276,7 @@ static void *loader_main(void *arg) {
         if (a->model->synthetic)
             fprintf(stderr, "sparrow serve: NOTE: %s has RANDOM weights (made by `sparrow synth`): its text is "
                             "meaningless, for demos and benchmarks only\n", cfg->model_path);
+        describe_model(a);
         token_text(a->model, sp_tok_bos(a->model->tok), a->bos_text, sizeof a->bos_text);
         token_text(a->model, sp_tok_eos(a->model->tok), a->eos_text, sizeof a->eos_text);
         a->tmpl = load_template(a, err, sizeof err);
@@ -460,7 +525,9 @@ static void prep_apply_template(rctx *r) {
 static void prep_one(rctx *r) {
     switch (r->ep) {
     case EP_CHAT:
-    case EP_COMPLETION: prep_generation(r); break;
+    case EP_COMPLETION:
+    case EP_OLLAMA_CHAT:
+    case EP_OLLAMA_GENERATE: prep_generation(r); break;
     case EP_TOKENIZE: prep_tokenize(r); break;
     case EP_DETOKENIZE: prep_detokenize(r); break;
     case EP_APPLY_TEMPLATE: prep_apply_template(r); break;
@@ -636,7 +703,74 @@ static void finish_whole(rctx *r, sp_http_conn *c, sp_finish f) {
     free(echoed);
 }
 
+/* ---- Ollama: newline-delimited JSON, final statistics in nanoseconds ---- */
+
+static sp_ollama_stats ollama_stats(const rctx *r, sp_finish f) {
+    const sp_job *j = r->job;
+    double first = j->n_gen_tokens > 0 ? j->t_first_token : j->t_end;
+    sp_ollama_stats st = {
+        .done_reason = f == SP_FINISH_LENGTH ? "length" : "stop",
+        .total_ns = (int64_t)((sp_now() - r->t_first) * 1e9),
+        .load_ns = 0, /* the model is loaded once, at start-up */
+        .prompt_eval_ns = (int64_t)((first - j->t_start) * 1e9),
+        .eval_ns = (int64_t)((j->t_end - first) * 1e9),
+        .prompt_eval_count = j->n_prompt_tokens - j->n_cached_tokens,
+        .eval_count = j->n_gen_tokens,
+    };
+    return st;
+}
+
+static void ndjson_send(sp_http_conn *c, char *json) {
+    sp_http_stream_write(c, json, strlen(json));
+    sp_http_stream_write(c, "\n", 1);
+    free(json);
+}
+
+static void pump_ollama(rctx *r, sp_http_conn *c) {
+    sp_job_event ev[32];
+    sp_finish f;
+    bool started, chat = r->oll.chat;
+    size_t n;
+    do {
+        n = sp_job_drain(r->job, ev, 32, &f, &started);
+        if (r->oll.stream && !r->stream_begun) {
+            sp_http_stream_begin(c, 200, "application/x-ndjson");
+            r->stream_begun = true;
+        }
+        for (size_t i = 0; i < n; i++) {
+            if (!r->oll.stream) collect_event(r, &ev[i]);
+            else if (ev[i].len) ndjson_send(c, sp_ollama_chunk(chat, r->app->ollama_name, ev[i].text, ev[i].len, NULL));
+            free(ev[i].text);
+        }
+    } while (n == 32);
+    if (f == SP_FINISH_NONE) return;
+    record_generation(r, f);
+    sp_ollama_stats st = ollama_stats(r, f);
+    if (f == SP_FINISH_ERROR) {
+        if (r->oll.stream) {
+            ndjson_send(c, sp_ollama_error_json(r->job->error));
+            sp_http_stream_end(c);
+        } else {
+            sp_oai_error e;
+            sp_oai_set_error(&e, r->job->error_status ? r->job->error_status : 500, NULL, NULL, NULL, "%s", r->job->error);
+            reply_error_for(true, c, &e);
+        }
+    } else if (r->oll.stream) {
+        ndjson_send(c, sp_ollama_chunk(chat, r->app->ollama_name, "", 0, &st));
+        sp_http_stream_end(c);
+    } else {
+        char *s = sp_ollama_chunk(chat, r->app->ollama_name, r->text ? r->text : "", r->text_len, &st);
+        reply_json(r, c, 200, s);
+        free(s);
+    }
+    r->answered = true;
+}
+
 static void pump_generation(rctx *r, sp_http_conn *c) {
+    if (r->ollama) {
+        pump_ollama(r, c);
+        return;
+    }
     sp_job_event ev[32];
     sp_finish f;
     bool started;
@@ -677,7 +811,7 @@ static void rctx_pump(void *arg, sp_http_conn *c) {
     pthread_mutex_unlock(&r->mu);
     if (!ready || r->answered) return;
     if (r->failed) {
-        reply_error(c, &r->err);
+        reply_error_for(r->ollama, c, &r->err);
         r->answered = true;
     } else if (r->result) {
         reply_json(r, c, 200, r->result);
@@ -734,19 +868,50 @@ static void handle_metrics(app_t *a, sp_http_conn *c) {
 }
 
 /* POST endpoints that need the model: parse what can be parsed here, the rest goes to prep. */
+/* /api/chat and /api/generate: translated into the OpenAI request; false when answered already. */
+static bool parse_ollama(app_t *a, rctx *r, sp_http_conn *c, const sp_http_request *req) {
+    r->ollama = true;
+    if (!sp_ollama_parse(r->ep == EP_OLLAMA_CHAT, req->body, req->body_len, &a->limits, &r->oll, &r->req, &r->err)) {
+        reply_error_for(true, c, &r->err);
+        return false;
+    }
+    if (r->req.model && strcmp(r->req.model, a->model_id) != 0) {
+        sp_oai_error e;
+        sp_oai_set_error(&e, 404, NULL, NULL, "model", "model '%.100s' not found", r->req.model);
+        reply_error_for(true, c, &e);
+        return false;
+    }
+    if (r->oll.load_only) { /* "load the model": it is always loaded here */
+        sp_ollama_stats st = {.done_reason = "load"};
+        char *s = sp_ollama_chunk(false, a->ollama_name, "", 0, &st);
+        reply_json(NULL, c, 200, s);
+        free(s);
+        return false;
+    }
+    return true;
+}
+
 static void handle_model_post(app_t *a, sp_http_conn *c, const sp_http_request *req, endpoint ep) {
-    if (!json_content_type(req->content_type)) {
+    bool ollama = ep == EP_OLLAMA_CHAT || ep == EP_OLLAMA_GENERATE;
+    if (!ollama && !json_content_type(req->content_type)) { /* Ollama's own docs post with curl -d: any type */
         reply_simple_error(c, 415, NULL, "unsupported_media_type", NULL,
                            "send the request body as JSON with 'Content-Type: application/json'");
         return;
     }
     if (!atomic_load(&a->ready)) {
-        reply_simple_error(c, 503, "server_error", "model_loading", NULL, "the model is still loading; retry shortly");
+        sp_oai_error e;
+        sp_oai_set_error(&e, 503, "server_error", "model_loading", NULL, "the model is still loading; retry shortly");
+        reply_error_for(ollama, c, &e);
         return;
     }
     rctx *r = rctx_new(a, ep);
     r->t_first = sp_now();
-    if (ep == EP_CHAT || ep == EP_COMPLETION || ep == EP_APPLY_TEMPLATE) {
+    if (ollama) {
+        if (!parse_ollama(a, r, c, req)) {
+            rctx_unref(r);
+            return;
+        }
+    } else if (ep == EP_CHAT || ep == EP_COMPLETION || ep == EP_APPLY_TEMPLATE) {
         sp_oai_kind kind = ep == EP_COMPLETION ? SP_OAI_COMPLETION : SP_OAI_CHAT;
         if (!sp_oai_parse(kind, req->body, req->body_len, &a->limits, &r->req, &r->err)) {
             reply_error(c, &r->err);
@@ -777,6 +942,51 @@ static void handle_model_post(app_t *a, sp_http_conn *c, const sp_http_request *
     r->conn = c;
     sp_http_set_async(c, rctx_pump, rctx_closed, r);
     prep_submit(a, r);
+}
+
+/* ---- Ollama listings ---- */
+
+static sp_ollama_model ollama_model(app_t *a) {
+    sp_gguf_str tmpl = {0};
+    static char *src; /* the template text, NUL-terminated, made once */
+    if (!src && sp_gguf_get_str(a->model->gguf, "tokenizer.chat_template", &tmpl)) src = strndup(tmpl.ptr, tmpl.len);
+    return (sp_ollama_model){a->ollama_name, a->family, a->quant, a->param_size, a->file_size, a->digest,
+                             a->file_mtime, sp_sched_n_ctx(a->sched), src};
+}
+
+static void handle_ollama_get(app_t *a, sp_http_conn *c, const char *p) {
+    char *s;
+    if (!strcmp(p, "/api/version")) s = sp_ollama_version();
+    else if (!atomic_load(&a->ready)) s = strdup("{\"models\":[]}");
+    else {
+        sp_ollama_model m = ollama_model(a);
+        s = !strcmp(p, "/api/tags") ? sp_ollama_tags(&m, 1) : sp_ollama_ps(&m, 1, (int64_t)time(NULL) + 86400 * 365);
+    }
+    reply_json(NULL, c, 200, s);
+    free(s);
+}
+
+static void handle_ollama_show(app_t *a, sp_http_conn *c, const sp_http_request *req) {
+    cJSON *in = cJSON_ParseWithLength(req->body, req->body_len);
+    const cJSON *m = cJSON_GetObjectItemCaseSensitive(in, "model");
+    if (!cJSON_IsString(m)) m = cJSON_GetObjectItemCaseSensitive(in, "name");
+    sp_oai_error e;
+    if (!cJSON_IsString(m)) {
+        sp_oai_set_error(&e, 400, NULL, NULL, "model", "'model' is required");
+        reply_error_for(true, c, &e);
+    } else if (!atomic_load(&a->ready)) {
+        sp_oai_set_error(&e, 503, NULL, NULL, NULL, "the model is still loading; retry shortly");
+        reply_error_for(true, c, &e);
+    } else if (strcmp(m->valuestring, a->model_id) != 0 && strcmp(m->valuestring, a->ollama_name) != 0) {
+        sp_oai_set_error(&e, 404, NULL, NULL, "model", "model '%.100s' not found", m->valuestring);
+        reply_error_for(true, c, &e);
+    } else {
+        sp_ollama_model om = ollama_model(a);
+        char *s = sp_ollama_show(&om);
+        reply_json(NULL, c, 200, s);
+        free(s);
+    }
+    cJSON_Delete(in);
 }
 
 /* The embedded web chat page: strict CSP, no inline code, cached briefly (index never). */
@@ -810,6 +1020,11 @@ static void handler(void *ud, sp_http_conn *c, const sp_http_request *req) {
     else if (post && !strcmp(p, "/tokenize")) handle_model_post(a, c, req, EP_TOKENIZE);
     else if (post && !strcmp(p, "/detokenize")) handle_model_post(a, c, req, EP_DETOKENIZE);
     else if (post && !strcmp(p, "/apply-template")) handle_model_post(a, c, req, EP_APPLY_TEMPLATE);
+    else if (post && !strcmp(p, "/api/chat")) handle_model_post(a, c, req, EP_OLLAMA_CHAT);
+    else if (post && !strcmp(p, "/api/generate")) handle_model_post(a, c, req, EP_OLLAMA_GENERATE);
+    else if (post && !strcmp(p, "/api/show")) handle_ollama_show(a, c, req);
+    else if (get && (!strcmp(p, "/api/tags") || !strcmp(p, "/api/ps") || !strcmp(p, "/api/version")))
+        handle_ollama_get(a, c, p);
     else {
         bool known = !strcmp(p, "/health") || !strcmp(p, "/v1/models") || !strcmp(p, "/models") ||
                      !strcmp(p, "/metrics") || !strcmp(p, "/v1/chat/completions") || !strcmp(p, "/chat/completions") ||
@@ -826,7 +1041,8 @@ static void handler(void *ud, sp_http_conn *c, const sp_http_request *req) {
 static void on_done(void *ud, const char *method, const char *path, int status) {
     app_t *a = ud;
     static const char *const known[] = {"/health", "/v1/models", "/metrics", "/v1/chat/completions",
-                                        "/v1/completions", "/tokenize", "/detokenize", "/apply-template"};
+                                        "/v1/completions", "/tokenize", "/detokenize", "/apply-template",
+                                        "/api/chat", "/api/generate"};
     const char *ep = "other";
     if (!strcmp(path, "/chat/completions")) path = "/v1/chat/completions";
     else if (!strcmp(path, "/completions")) path = "/v1/completions";

@@ -7,7 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define SP_METRICS_ENDPOINTS 8
+#define SP_METRICS_ENDPOINTS 16
 #define SP_METRICS_MAX_BUCKETS 16
 
 typedef struct {
