@@ -20,6 +20,8 @@ typedef struct {
     const char *prompt;
     const char *prompt_ids;
     const char *logits_out;
+    const char *kernels;
+    int64_t threads;
     int64_t n_predict;
     int64_t n_ctx;
     bool echo;
@@ -48,6 +50,8 @@ static void run_usage(FILE *f) {
             "  -s, --seed S            sampler seed (default 0; same seed, same text)\n"
             "  --ignore-eos            keep generating past end-of-sequence tokens\n"
             "  --no-echo               do not print the prompt before the generated text\n"
+            "  -t, --threads N         compute threads (default: all online CPUs)\n"
+            "  --kernels NAME          kernel table: auto (default), ref, avx2 (or env SPARROW_KERNELS)\n"
             "  --logits-out FILE       write the logits of every prompt position (float32 LE\n"
             "                          [n_prompt][n_vocab]) and exit after the prompt if -n 0\n");
 }
@@ -90,6 +94,8 @@ static int parse_args(int argc, char **argv, run_opts *o) {
         else if (!strcmp(a, "-p") || !strcmp(a, "--prompt")) o->prompt = v;
         else if (!strcmp(a, "--prompt-ids")) o->prompt_ids = v;
         else if (!strcmp(a, "--logits-out")) o->logits_out = v;
+        else if (!strcmp(a, "--kernels")) o->kernels = v;
+        else if (!strcmp(a, "-t") || !strcmp(a, "--threads")) ok = sp_conf_parse_i64(v, 1, 1024, &o->threads);
         else if (!strcmp(a, "-n") || !strcmp(a, "--n-predict")) ok = sp_conf_parse_i64(v, -1, INT32_MAX, &o->n_predict);
         else if (!strcmp(a, "-c") || !strcmp(a, "--ctx-size")) ok = sp_conf_parse_i64(v, 0, INT32_MAX, &o->n_ctx);
         else if (!strcmp(a, "--temp")) ok = sp_conf_parse_f32(v, 0, 1e6f, &o->sp.temperature);
@@ -256,9 +262,20 @@ int sp_cli_run(int argc, char **argv) {
         return 2;
     }
     char err[512];
-    sp_model *m = sp_model_load(o.model, err, sizeof err);
+    const sp_kernels *k = sp_kernels_select(o.kernels);
+    if (!k) {
+        fprintf(stderr, "sparrow run: kernels '%s' unknown or unsupported on this CPU (known: %s)\n",
+                o.kernels ? o.kernels : getenv("SPARROW_KERNELS"), sp_kernels_names());
+        return 2;
+    }
+    sp_model *m = sp_model_load_with(o.model, k, err, sizeof err);
     if (!m) {
         fprintf(stderr, "sparrow run: %s: %s\n", o.model, err);
+        return 1;
+    }
+    if (o.threads > 0 && !sp_model_set_threads(m, (int)o.threads)) {
+        fprintf(stderr, "sparrow run: cannot start %lld threads\n", (long long)o.threads);
+        sp_model_free(m);
         return 1;
     }
     if (m->synthetic)

@@ -5,7 +5,8 @@
  *               h = rmsnorm(x)·ffn_norm;  x += (silu(h·Wgate) * h·Wup)·Wdown
  *   logits = rmsnorm(x)·output_norm · Woutput
  * Tokens are processed in chunks so one matmul serves many tokens (prefill). The KV cache holds
- * f32 K and V per layer as [pos][n_head_kv * head_dim] and grows as the sequence does. */
+ * f32 K and V per layer as [pos][n_head_kv * head_dim] and grows as the sequence does. Matmuls
+ * split their rows over the model's thread pool; attention splits its (token, head) pairs. */
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -14,7 +15,7 @@
 
 #include "engine/model.h"
 
-#define CHUNK 32 /* tokens per forward chunk: bounds scratch memory */
+#define CHUNK 256 /* tokens per forward chunk: bounds scratch memory; each weight is read once per chunk */
 
 struct sp_ctx {
     const sp_model *m;
@@ -24,7 +25,9 @@ struct sp_ctx {
     float **k_cache;    /* [n_layer] -> [kv_cap][kv_dim] */
     float **v_cache;
     /* scratch for one chunk */
-    float *x, *h, *q, *k, *v, *att, *ff_gate, *ff_up, *scores, *out;
+    float *x, *h, *q, *k, *v, *att, *ff_gate, *ff_up, *out;
+    float *scores;      /* [scores_threads][n_ctx]: one attention row per compute thread */
+    int scores_threads;
 };
 
 static void seterr(char *err, size_t errlen, const char *fmt, ...) {
@@ -57,10 +60,9 @@ sp_ctx *sp_ctx_new(const sp_model *m, int32_t n_ctx, char *err, size_t errlen) {
     c->att = alloc_f32(CHUNK * q_dim(hp));
     c->ff_gate = alloc_f32(CHUNK * (int64_t)hp->n_ff);
     c->ff_up = alloc_f32(CHUNK * (int64_t)hp->n_ff);
-    c->scores = alloc_f32(c->n_ctx);
     c->out = alloc_f32(CHUNK * d);
     if (!c->k_cache || !c->v_cache || !c->x || !c->h || !c->q || !c->k || !c->v || !c->att ||
-        !c->ff_gate || !c->ff_up || !c->scores || !c->out)
+        !c->ff_gate || !c->ff_up || !c->out)
         goto oom;
     return c;
 oom:
@@ -105,6 +107,17 @@ static bool kv_reserve(sp_ctx *c, int32_t need) {
     return true;
 }
 
+/* One attention score row per compute thread (the thread count may change between evals). */
+static bool scores_reserve(sp_ctx *c) {
+    int n = sp_pool_size(c->m->pool);
+    if (n <= c->scores_threads) return true;
+    float *s = realloc(c->scores, (size_t)n * (size_t)c->n_ctx * sizeof *s);
+    if (!s) return false;
+    c->scores = s;
+    c->scores_threads = n;
+    return true;
+}
+
 static void add_bias(float *y, const float *b, int64_t n_tok, int64_t n) {
     if (!b) return;
     for (int64_t t = 0; t < n_tok; t++)
@@ -118,25 +131,41 @@ static void head_norm(const sp_ctx *c, float *v, const float *w, int64_t n_tok, 
         c->m->k->rmsnorm(v + i * hp->head_dim, v + i * hp->head_dim, w, hp->head_dim, hp->rms_eps);
 }
 
-/* Causal attention of n_tok new queries at positions pos0.. over the cache [0, pos0 + n_tok). */
-static void attention(sp_ctx *c, int il, int32_t pos0, int64_t n_tok) {
+typedef struct {
+    sp_ctx *c;
+    int il;
+    int32_t pos0;
+    int64_t n_tok;
+} attn_job;
+
+/* Causal attention of query (token t, head h) at position pos0 + t over the cache [0, pos0 + t]. */
+static void attend_one(sp_ctx *c, int il, int32_t pos0, int64_t t, int64_t h, float *scores) {
     const sp_hparams *hp = &c->m->hp;
     const sp_kernels *k = c->m->k;
     int64_t hd = hp->head_dim, kvd = kv_dim(hp), group = hp->n_head / hp->n_head_kv;
     float scale = 1.0f / sqrtf((float)hd);
-    for (int64_t t = 0; t < n_tok; t++) {
-        int64_t n_kv = pos0 + t + 1;
-        for (int64_t h = 0; h < hp->n_head; h++) {
-            const float *q = c->q + t * q_dim(hp) + h * hd;
-            const float *kc = c->k_cache[il] + (h / group) * hd;
-            const float *vc = c->v_cache[il] + (h / group) * hd;
-            for (int64_t p = 0; p < n_kv; p++) c->scores[p] = k->dot(q, kc + p * kvd, hd) * scale;
-            k->softmax(c->scores, n_kv);
-            float *o = c->att + t * q_dim(hp) + h * hd;
-            memset(o, 0, (size_t)hd * sizeof *o);
-            for (int64_t p = 0; p < n_kv; p++) k->axpy(o, c->scores[p], vc + p * kvd, hd);
-        }
-    }
+    int64_t n_kv = pos0 + t + 1;
+    const float *q = c->q + t * q_dim(hp) + h * hd;
+    const float *kc = c->k_cache[il] + (h / group) * hd;
+    const float *vc = c->v_cache[il] + (h / group) * hd;
+    for (int64_t p = 0; p < n_kv; p++) scores[p] = k->dot(q, kc + p * kvd, hd) * scale;
+    k->softmax(scores, n_kv);
+    float *o = c->att + t * q_dim(hp) + h * hd;
+    memset(o, 0, (size_t)hd * sizeof *o);
+    for (int64_t p = 0; p < n_kv; p++) k->axpy(o, scores[p], vc + p * kvd, hd);
+}
+
+static void attention_worker(void *arg, int ith, int nth) {
+    attn_job *j = arg;
+    int64_t n_head = j->c->m->hp.n_head, u0, u1;
+    sp_pool_share(j->c->m->pool, ith, nth, j->n_tok * n_head, &u0, &u1);
+    float *scores = j->c->scores + (int64_t)ith * j->c->n_ctx;
+    for (int64_t u = u0; u < u1; u++) attend_one(j->c, j->il, j->pos0, u / n_head, u % n_head, scores);
+}
+
+static void attention(sp_ctx *c, int il, int32_t pos0, int64_t n_tok) {
+    attn_job j = {c, il, pos0, n_tok};
+    sp_pool_run(c->m->pool, attention_worker, &j);
 }
 
 static void attn_block(sp_ctx *c, int il, int32_t pos0, int64_t n_tok) {
@@ -146,9 +175,9 @@ static void attn_block(sp_ctx *c, int il, int32_t pos0, int64_t n_tok) {
     const sp_kernels *k = m->k;
     int64_t d = hp->n_embd, kvd = kv_dim(hp);
     for (int64_t t = 0; t < n_tok; t++) k->rmsnorm(c->h + t * d, c->x + t * d, ly->attn_norm, d, hp->rms_eps);
-    k->matmul(&ly->wq, c->h, c->q, n_tok);
-    k->matmul(&ly->wk, c->h, c->k, n_tok);
-    k->matmul(&ly->wv, c->h, c->v, n_tok);
+    k->matmul(&ly->wq, c->h, c->q, n_tok, m->pool);
+    k->matmul(&ly->wk, c->h, c->k, n_tok, m->pool);
+    k->matmul(&ly->wv, c->h, c->v, n_tok, m->pool);
     add_bias(c->q, ly->bq, n_tok, q_dim(hp));
     add_bias(c->k, ly->bk, n_tok, kvd);
     add_bias(c->v, ly->bv, n_tok, kvd);
@@ -163,7 +192,7 @@ static void attn_block(sp_ctx *c, int il, int32_t pos0, int64_t n_tok) {
     memcpy(c->k_cache[il] + (int64_t)pos0 * kvd, c->k, (size_t)(n_tok * kvd) * sizeof(float));
     memcpy(c->v_cache[il] + (int64_t)pos0 * kvd, c->v, (size_t)(n_tok * kvd) * sizeof(float));
     attention(c, il, pos0, n_tok);
-    k->matmul(&ly->wo, c->att, c->out, n_tok);
+    k->matmul(&ly->wo, c->att, c->out, n_tok, m->pool);
     for (int64_t i = 0; i < n_tok * d; i++) c->x[i] += c->out[i];
 }
 
@@ -174,10 +203,10 @@ static void ffn_block(sp_ctx *c, int il, int64_t n_tok) {
     const sp_kernels *k = m->k;
     int64_t d = hp->n_embd;
     for (int64_t t = 0; t < n_tok; t++) k->rmsnorm(c->h + t * d, c->x + t * d, ly->ffn_norm, d, hp->rms_eps);
-    k->matmul(&ly->w_gate, c->h, c->ff_gate, n_tok);
-    k->matmul(&ly->w_up, c->h, c->ff_up, n_tok);
+    k->matmul(&ly->w_gate, c->h, c->ff_gate, n_tok, m->pool);
+    k->matmul(&ly->w_up, c->h, c->ff_up, n_tok, m->pool);
     k->swiglu(c->ff_gate, c->ff_gate, c->ff_up, n_tok * hp->n_ff);
-    k->matmul(&ly->w_down, c->ff_gate, c->out, n_tok);
+    k->matmul(&ly->w_down, c->ff_gate, c->out, n_tok, m->pool);
     for (int64_t i = 0; i < n_tok * d; i++) c->x[i] += c->out[i];
 }
 
@@ -188,7 +217,7 @@ static void output_head(sp_ctx *c, int64_t first, int64_t n_tok, float *logits) 
     int64_t d = hp->n_embd, rows = n_tok - first;
     for (int64_t t = 0; t < rows; t++)
         m->k->rmsnorm(c->h + t * d, c->x + (first + t) * d, m->output_norm, d, hp->rms_eps);
-    m->k->matmul(&m->output, c->h, logits, rows);
+    m->k->matmul(&m->output, c->h, logits, rows, m->pool);
 }
 
 static int eval_chunk(sp_ctx *c, const int32_t *tokens, int64_t n_tok, float *logits, bool all_logits) {
@@ -221,6 +250,10 @@ int sp_ctx_eval(sp_ctx *c, const int32_t *tokens, int32_t n, float *logits, bool
     }
     if ((int64_t)c->n_past + n > c->n_ctx) {
         seterr(err, errlen, "eval: context full (%d + %d tokens > n_ctx %d)", c->n_past, n, c->n_ctx);
+        return -1;
+    }
+    if (!scores_reserve(c)) {
+        seterr(err, errlen, "eval: out of memory for attention scores");
         return -1;
     }
     if (!kv_reserve(c, c->n_past + n)) {

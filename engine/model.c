@@ -1,12 +1,15 @@
 /* engine/model.c — builds an sp_model from a GGUF file: reads the architecture's hyper-parameters,
  * checks every tensor the graph needs (name, type, shape) and points weight matrices into the
- * mapping. 1-D tensors (norms, biases) are converted to owned f32 arrays. */
+ * mapping. 1-D tensors (norms, biases) are converted to owned f32 arrays. The chosen kernel table
+ * then repacks the matrices it has a layout for, and the model owns the compute thread pool. */
 #include "engine/model.h"
 
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "kernels/types.h"
 
@@ -239,7 +242,60 @@ static bool load_tokenizer(loader *L) {
     return true;
 }
 
+/* Every matrix the forward pass multiplies with (the embedding is only looked up, unless tied). */
+static int model_mats(sp_model *m, sp_mat **out, int cap) {
+    int n = 0;
+    for (int il = 0; il < m->hp.n_layer; il++) {
+        sp_layer *ly = &m->layers[il];
+        sp_mat *ms[] = {&ly->wq, &ly->wk, &ly->wv, &ly->wo, &ly->w_gate, &ly->w_up, &ly->w_down};
+        for (size_t i = 0; i < sizeof ms / sizeof ms[0] && n < cap; i++) out[n++] = ms[i];
+    }
+    if (n < cap) out[n++] = &m->output;
+    return n;
+}
+
+/* Repack every matrix for m->k, then drop the now unused file pages from memory (they stay mapped
+ * and fault back in if read, e.g. embedding rows of a tied output head). */
+static void pack_weights(sp_model *m) {
+    if (!m->k->pack) return;
+    int cap = m->hp.n_layer * 7 + 1;
+    sp_mat **mats = malloc((size_t)cap * sizeof *mats);
+    if (!mats) return;
+    int n = model_mats(m, mats, cap);
+    long page = sysconf(_SC_PAGESIZE);
+    for (int i = 0; i < n; i++) {
+        if (!m->k->pack(mats[i])) continue;
+        m->packed_bytes += mats[i]->packed_bytes;
+        uintptr_t a = (uintptr_t)mats[i]->data, e = a + (uintptr_t)(mats[i]->row_bytes * (size_t)mats[i]->n_out);
+        a = (a + (uintptr_t)page - 1) & ~(uintptr_t)(page - 1);
+        e &= ~(uintptr_t)(page - 1);
+        if (e > a) madvise((void *)a, e - a, MADV_DONTNEED);
+    }
+    free(mats);
+}
+
+bool sp_model_set_threads(sp_model *m, int n) {
+    if (n <= 0) n = sp_cpu_count();
+    if (m->pool && sp_pool_size(m->pool) == n) return true;
+    sp_pool *p = sp_pool_new(n);
+    if (!p) return false;
+    sp_pool_free(m->pool);
+    m->pool = p;
+    return true;
+}
+
+int sp_model_threads(const sp_model *m) { return sp_pool_size(m->pool); }
+
 sp_model *sp_model_load(const char *path, char *err, size_t errlen) {
+    return sp_model_load_with(path, NULL, err, errlen);
+}
+
+sp_model *sp_model_load_with(const char *path, const sp_kernels *k, char *err, size_t errlen) {
+    if (!k) k = sp_kernels_select(NULL);
+    if (!k) {
+        seterr(err, errlen, "model: SPARROW_KERNELS names no kernel table usable here (known: %s)", sp_kernels_names());
+        return NULL;
+    }
     sp_model *m = calloc(1, sizeof *m);
     if (!m) {
         seterr(err, errlen, "model: out of memory");
@@ -256,7 +312,13 @@ sp_model *sp_model_load(const char *path, char *err, size_t errlen) {
         return NULL;
     }
     sp_gguf_get_bool(m->gguf, "sparrow.synthetic", &m->synthetic);
-    m->k = sp_kernels_ref();
+    m->k = k;
+    pack_weights(m);
+    if (!sp_model_set_threads(m, 0)) {
+        seterr(err, errlen, "model: cannot start the compute threads");
+        sp_model_free(m);
+        return NULL;
+    }
     return m;
 }
 
@@ -265,11 +327,15 @@ void sp_model_free(sp_model *m) {
     if (m->layers) {
         for (int il = 0; il < m->hp.n_layer; il++) {
             sp_layer *ly = &m->layers[il];
+            sp_mat_unpack(&ly->wq); sp_mat_unpack(&ly->wk); sp_mat_unpack(&ly->wv); sp_mat_unpack(&ly->wo);
+            sp_mat_unpack(&ly->w_gate); sp_mat_unpack(&ly->w_up); sp_mat_unpack(&ly->w_down);
             free(ly->attn_norm); free(ly->bq); free(ly->bk); free(ly->bv);
             free(ly->q_norm); free(ly->k_norm); free(ly->ffn_norm);
         }
         free(m->layers);
     }
+    sp_mat_unpack(&m->output);
+    sp_pool_free(m->pool);
     free(m->output_norm);
     free(m->rope_freqs);
     sp_tok_free(m->tok);
@@ -280,5 +346,19 @@ void sp_model_free(sp_model *m) {
 uint64_t sp_model_weight_bytes(const sp_model *m) {
     uint64_t sum = 0;
     for (uint64_t i = 0; i < sp_gguf_n_tensors(m->gguf); i++) sum += sp_gguf_tensor_at(m->gguf, i)->nbytes;
+    return sum;
+}
+
+static uint64_t mat_bytes(const sp_mat *w) {
+    return w->packed ? w->packed_bytes : (uint64_t)w->row_bytes * (uint64_t)w->n_out;
+}
+
+uint64_t sp_model_bytes_per_token(const sp_model *m) {
+    uint64_t sum = m->tok_embd.row_bytes + mat_bytes(&m->output);
+    for (int il = 0; il < m->hp.n_layer; il++) {
+        const sp_layer *ly = &m->layers[il];
+        sum += mat_bytes(&ly->wq) + mat_bytes(&ly->wk) + mat_bytes(&ly->wv) + mat_bytes(&ly->wo) +
+               mat_bytes(&ly->w_gate) + mat_bytes(&ly->w_up) + mat_bytes(&ly->w_down);
+    }
     return sum;
 }

@@ -52,10 +52,23 @@ typedef struct {
     sp_layer *layers;
     sp_tok *tok;
     bool synthetic;             /* written by `sparrow synth`: random weights */
-    const sp_kernels *k;
+    const sp_kernels *k;        /* the kernel table; weights were packed for it at load */
+    sp_pool *pool;              /* compute threads (sp_model_set_threads) */
+    uint64_t packed_bytes;      /* bytes of weights repacked for k (0 for the reference) */
 } sp_model;
 
+/* Load with the default kernels: sp_kernels_select(NULL) (SPARROW_KERNELS, else the CPU's best)
+ * and one compute thread per online CPU. */
 sp_model *sp_model_load(const char *path, char *err, size_t errlen);
+/* Load with a given kernel table (NULL: the default); its pack() re-lays-out the weights once. */
+sp_model *sp_model_load_with(const char *path, const sp_kernels *k, char *err, size_t errlen);
+/* Compute threads for this model's forward passes (the caller included); n <= 0: online CPUs.
+ * Not while a forward pass runs. Returns false (threads unchanged) when threads can't be made. */
+bool sp_model_set_threads(sp_model *m, int n);
+int sp_model_threads(const sp_model *m);
+/* Weight bytes one decode step reads: every matrix once (packed size where packed), the output head
+ * included, plus one embedding row. */
+uint64_t sp_model_bytes_per_token(const sp_model *m);
 void sp_model_free(sp_model *m);
 /* Total bytes of weight data (as stored). */
 uint64_t sp_model_weight_bytes(const sp_model *m);

@@ -1,13 +1,17 @@
 /* kernels/kernels.h — the compute operations the engine calls, behind one dispatch table.
  * sp_kernels_ref() is the scalar f32 reference: weights dequantized row by row, f32 activations and
- * accumulation. Fast per-ISA tables (issue 5) fill the same slots and are tested against it.
- * kernels/ knows nothing of models or files: a weight matrix is just (type, shape, bytes). */
+ * accumulation. Fast per-ISA tables (sp_kernels_select) fill the same slots and are tested against
+ * it: they may repack a weight matrix once at load (sp_kernels.pack) into their own layout and
+ * quantize activations to int8 on the fly. kernels/ knows nothing of models or files: a weight
+ * matrix is just (type, shape, bytes), plus the optional packed copy a table made of it. */
 #ifndef SP_KERNELS_H
 #define SP_KERNELS_H
 
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+#include "kernels/pool.h"
 
 /* A weight matrix of n_out rows, each n_in elements of `type`, rows row_bytes apart. */
 typedef struct {
@@ -16,12 +20,21 @@ typedef struct {
     int64_t n_out;
     size_t row_bytes;
     const void *data;
+    /* Optional: the same weights re-laid-out by a fast table's pack() (owned; sp_mat_unpack frees).
+     * pack_fmt names the layout (SP_PACK_*, kernels/pack.h); 0 = none, the kernels read `data`. */
+    void *packed;
+    uint32_t pack_fmt;
+    size_t packed_bytes;
 } sp_mat;
 
 typedef struct sp_kernels {
     const char *name;
-    /* y[t][o] = sum_i W[o][i] * x[t][i] for t < n_tok; x is [n_tok][n_in], y is [n_tok][n_out]. */
-    void (*matmul)(const sp_mat *w, const float *x, float *y, int64_t n_tok);
+    /* y[t][o] = sum_i W[o][i] * x[t][i] for t < n_tok; x is [n_tok][n_in], y is [n_tok][n_out].
+     * Rows are split over pool's threads (pool may be NULL: the calling thread alone). */
+    void (*matmul)(const sp_mat *w, const float *x, float *y, int64_t n_tok, sp_pool *pool);
+    /* Re-lay-out w for this table's matmul (sets w->packed). false: keep reading w->data (a
+     * correct fallback). NULL slot: the table never packs. */
+    bool (*pack)(sp_mat *w);
     /* y = x / sqrt(mean(x^2) + eps) * w (w may be NULL: no scale). y may alias x. */
     void (*rmsnorm)(float *y, const float *x, const float *w, int64_t n, float eps);
     /* Rotate the first n_rot dims of each of n_heads vectors (head_dim apart) by position pos.
@@ -39,6 +52,16 @@ typedef struct sp_kernels {
 } sp_kernels;
 
 const sp_kernels *sp_kernels_ref(void);
+/* AVX2+FMA+F16C table, or NULL when this build or CPU lacks it. */
+const sp_kernels *sp_kernels_avx2(void);
+/* The table to use: `force` ("ref", "avx2", ...) when given and non-empty, else the environment
+ * variable SPARROW_KERNELS when set, else the fastest the CPU supports. NULL if `force` (or the
+ * variable) names a table that is unknown or unsupported here. */
+const sp_kernels *sp_kernels_select(const char *force);
+/* Names of the tables this build knows, comma-separated (for --help and errors). */
+const char *sp_kernels_names(void);
+/* Free w's packed copy (if any); w reads its original data again. */
+void sp_mat_unpack(sp_mat *w);
 /* Copy row `row` of w into out as f32 (embedding lookup). false if the type cannot be read. */
 bool sp_mat_row_f32(const sp_mat *w, int64_t row, float *out);
 

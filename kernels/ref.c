@@ -24,7 +24,8 @@ static void ref_axpy(float *y, float a, const float *x, int64_t n) {
 }
 
 /* Dequantize one weight row at a time and reuse it for every token of the batch. */
-static void ref_matmul(const sp_mat *w, const float *x, float *y, int64_t n_tok) {
+static void ref_matmul(const sp_mat *w, const float *x, float *y, int64_t n_tok, sp_pool *pool) {
+    (void)pool; /* the reference stays single-threaded and simple */
     float *row = malloc((size_t)w->n_in * sizeof *row);
     if (!row) abort();
     for (int64_t o = 0; o < w->n_out; o++) {

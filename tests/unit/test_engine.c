@@ -52,7 +52,8 @@ static float *read_ref(const char *name) {
 static sp_model *load(const char *name) {
     char rel[256], err[256] = "";
     snprintf(rel, sizeof rel, "models/synthetic/%s.gguf", name);
-    sp_model *m = sp_model_load(tu_shared(rel), err, sizeof err);
+    /* the reference kernels: these checks are the `exact` tolerance (fast kernels: test_kernels) */
+    sp_model *m = sp_model_load_with(tu_shared(rel), sp_kernels_ref(), err, sizeof err);
     cr_assert_not_null(m, "%s: %s", name, err);
     return m;
 }
