@@ -30,6 +30,23 @@ bool sp_conf_cache_dir(char *buf, size_t cap) {
     return mkdir_p(buf);
 }
 
+bool sp_conf_mkdir_p(const char *path) {
+    char buf[4096];
+    if (snprintf(buf, sizeof buf, "%s", path) >= (int)sizeof buf) return false;
+    return mkdir_p(buf);
+}
+
+bool sp_conf_models_dir(char *buf, size_t cap) {
+    const char *e;
+    int n;
+    if ((e = getenv("SPARROW_MODELS_DIR")) && *e) n = snprintf(buf, cap, "%s", e);
+    else if ((e = getenv("XDG_DATA_HOME")) && *e) n = snprintf(buf, cap, "%s/sparrow/models", e);
+    else if ((e = getenv("HOME")) && *e) n = snprintf(buf, cap, "%s/.local/share/sparrow/models", e);
+    else n = snprintf(buf, cap, "/tmp/sparrow/models");
+    if (n < 0 || (size_t)n >= cap) return false;
+    return sp_conf_mkdir_p(buf);
+}
+
 bool sp_conf_parse_i64(const char *s, int64_t lo, int64_t hi, int64_t *out) {
     if (!s || !*s) return false;
     char *end;

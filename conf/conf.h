@@ -11,6 +11,12 @@
  * Writes into buf; creates the directory (and parents). Returns false if it cannot be created. */
 bool sp_conf_cache_dir(char *buf, size_t cap);
 
+/* Where downloaded models live: $SPARROW_MODELS_DIR, else $XDG_DATA_HOME/sparrow/models, else
+ * $HOME/.local/share/sparrow/models. Creates it. `serve --models-dir` and `pull` share the default. */
+bool sp_conf_models_dir(char *buf, size_t cap);
+/* Create a directory and its parents (mode 0755); true if it exists afterwards. */
+bool sp_conf_mkdir_p(const char *path);
+
 /* Strict numeric parsing of a flag value: the whole string must be a number in range. */
 bool sp_conf_parse_i64(const char *s, int64_t lo, int64_t hi, int64_t *out);
 bool sp_conf_parse_f32(const char *s, float lo, float hi, float *out);

@@ -8,6 +8,7 @@ PACKAGES=(
   clang libclang-rt-14-dev            # libFuzzer targets, sanitizer runtimes
   libcriterion-dev                    # unit tests
   libcjson-dev                        # JSON (api/)
+  libcurl4-openssl-dev libssl-dev     # sparrow pull (HTTP client, sha256)
   libuv1-dev libmicrohttpd-dev        # the HTTP server (server/)
   libpcre2-dev                        # tokenizer pre-tokenizer regexes (engine/)
   curl                                # server integration tests
