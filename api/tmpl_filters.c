@@ -542,6 +542,8 @@ static tv do_unique(tm_render *r, tv value, tv case_sensitive, tv attribute) {
     tm_list *seen = tm_list_new(r, items->n);
     for (size_t i = 0; i < items->n; i++) {
         tv key = sort_key(r, items->v[i], attribute, tm_truthy(case_sensitive));
+        if ((key.k == TV_LIST && !(key.f & TVF_TUPLE)) || key.k == TV_DICT || key.k == TV_NS)
+            tm_fail(r, "unhashable type: '%s'", tm_type_name(key)); /* jinja2 keeps a set */
         if (tm_contains(r, tv_list(seen), key)) continue;
         tm_list_push(r, seen, key);
         tm_list_push(r, out, items->v[i]);
@@ -611,6 +613,8 @@ static tv do_reverse(tm_render *r, tv value) {
         for (size_t i = chars->n; i-- > 0;) tm_buf_put(&b, chars->v[i].s.p, chars->v[i].s.n);
         return keep_markup(value, tm_buf_str(&b));
     }
+    if (value.k != TV_LIST && value.k != TV_DICT && value.k != TV_UNDEF)
+        tm_fail(r, "argument must be iterable");
     tm_list *items = items_of(r, value);
     tm_list *out = tm_list_new(r, items->n);
     for (size_t i = 0; i < items->n; i++) out->v[i] = items->v[items->n - 1 - i];
@@ -881,7 +885,6 @@ tv tm_apply_filter(tm_render *r, tm_str name, tv in, tv *args, size_t nargs, tm_
             return tv_int(i < 0 ? -i : i);
         }
         if (in.k == TV_FLOAT) return tv_float(fabs(in.d));
-        if (in.k == TV_UNDEF) tm_fail_undef(r, in);
         tm_fail(r, "bad operand type for abs(): '%s'", tm_type_name(in));
     }
     if (IS("round")) {
