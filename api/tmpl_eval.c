@@ -161,8 +161,8 @@ tv tm_getattr(tm_render *r, tv obj, tm_str name) {
     return tm_undef_attr(r, obj, name);
 }
 
-static bool index_of(tv obj_len_src, size_t len, tv key, size_t *out) {
-    (void)obj_len_src;
+/* A Python index (negative counts from the end) into len items; false when out of range. */
+static bool index_of(size_t len, tv key, size_t *out) {
     int64_t i;
     if (!tm_as_int(key, &i)) return false;
     if (i < 0) i += (int64_t)len;
@@ -184,12 +184,12 @@ tv tm_getitem(tm_render *r, tv obj, tv key) {
         break;
     }
     case TV_LIST:
-        if (!(obj.f & TVF_GEN) && index_of(obj, obj.l->n, key, &i)) return obj.l->v[i];
+        if (!(obj.f & TVF_GEN) && index_of(obj.l->n, key, &i)) return obj.l->v[i];
         break;
     case TV_STR:
         if (key.k == TV_INT || key.k == TV_BOOL) {
             size_t n = tm_utf8_count(obj.s);
-            if (index_of(obj, n, key, &i)) {
+            if (index_of(n, key, &i)) {
                 size_t off = tm_utf8_offset(obj.s, i), l;
                 tm_utf8_next(obj.s.p + off, obj.s.n - off, &l);
                 tv c = tv_str((tm_str){obj.s.p + off, l});

@@ -995,7 +995,6 @@ bool tm_apply_test(tm_render *r, tm_str name, tv in, tv *args, size_t nargs) {
         return cased;
     }
     if (IS("odd") || IS("even")) { /* value % 2 == 1 / == 0 */
-        double d;
         if (in.k == TV_FLOAT) {
             double m = fmod(in.d, 2.0);
             if (m < 0) m += 2.0;
@@ -1004,7 +1003,6 @@ bool tm_apply_test(tm_render *r, tm_str name, tv in, tv *args, size_t nargs) {
         if (!tm_as_int(in, &i)) {
             if (in.k == TV_UNDEF) tm_fail_undef(r, in);
             if (in.k == TV_STR) tm_fail(r, "not all arguments converted during string formatting");
-            (void)d;
             tm_fail(r, "unsupported operand type(s) for %%: '%s' and 'int'", tm_type_name(in));
         }
         bool odd = (i % 2) != 0;

@@ -608,12 +608,10 @@ static tv list_method(tm_render *r, tv self, tm_str name, tv *args, size_t nargs
     }
     if (IS("sort")) {
         BIND("sort", "reverse");
-        tv sorted = tm_apply_filter(r, TM_LIT("sort"), self, NULL, 0, NULL, NULL, 0);
-        (void)sorted;
-        /* list.sort is case-sensitive, the sort filter is not: redo it case-sensitively */
+        /* the sort filter, made case-sensitive like list.sort */
         tm_str kn[2] = {TM_LIT("reverse"), TM_LIT("case_sensitive")};
         tv kv[2] = {tm_arg_given(a[0]) ? a[0] : tv_bool(false), tv_bool(true)};
-        sorted = tm_apply_filter(r, TM_LIT("sort"), self, NULL, 0, kn, kv, 2);
+        tv sorted = tm_apply_filter(r, TM_LIT("sort"), self, NULL, 0, kn, kv, 2);
         memcpy(l->v, sorted.l->v, l->n * sizeof(tv));
         return tv_none();
     }

@@ -605,9 +605,7 @@ static tm_node *parse_test(parser *P, tm_node *n) {
         advance(P);
         negated = true;
     }
-    int line = cur(P)->line;
     tm_str name = dotted_name(P);
-    (void)line;
     tm_node *t = node(P, N_TEST, is->line);
     t->a = n;
     t->name = name;
