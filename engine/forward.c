@@ -155,17 +155,16 @@ static void attend_one(sp_ctx *c, int il, int32_t pos0, int64_t t, int64_t h, fl
     for (int64_t p = 0; p < n_kv; p++) k->axpy(o, scores[p], vc + p * kvd, hd);
 }
 
-static void attention_worker(void *arg, int ith, int nth) {
+static void attention_worker(void *arg, int64_t u0, int64_t u1, int ith) {
     attn_job *j = arg;
-    int64_t n_head = j->c->m->hp.n_head, u0, u1;
-    sp_pool_share(j->c->m->pool, ith, nth, j->n_tok * n_head, &u0, &u1);
+    int64_t n_head = j->c->m->hp.n_head;
     float *scores = j->c->scores + (int64_t)ith * j->c->n_ctx;
     for (int64_t u = u0; u < u1; u++) attend_one(j->c, j->il, j->pos0, u / n_head, u % n_head, scores);
 }
 
 static void attention(sp_ctx *c, int il, int32_t pos0, int64_t n_tok) {
     attn_job j = {c, il, pos0, n_tok};
-    sp_pool_run(c->m->pool, attention_worker, &j);
+    sp_pool_for(c->m->pool, n_tok * c->m->hp.n_head, 1, attention_worker, &j);
 }
 
 static void attn_block(sp_ctx *c, int il, int32_t pos0, int64_t n_tok) {

@@ -165,10 +165,9 @@ typedef struct {
     sp_pool *pool;
 } mm_job;
 
-static void quant_worker(void *arg, int ith, int nth) {
+static void quant_worker(void *arg, int64_t t0, int64_t t1, int ith) {
     mm_job *j = arg;
-    int64_t t0, t1, nb = j->w->n_in / SP_PACK_BLK;
-    sp_pool_share(j->pool, ith, nth, j->n_tok, &t0, &t1);
+    int64_t nb = j->w->n_in / SP_PACK_BLK;
     for (int64_t t = t0; t < t1; t++) quant_act(j->x + t * j->w->n_in, j->xa + t * nb, j->w->n_in);
 }
 
@@ -219,10 +218,8 @@ packed_rows(const mm_job *j, uint32_t fmt, int64_t g0, int64_t g1) {
     }
 }
 
-static void packed_worker(void *arg, int ith, int nth) {
+static void packed_worker(void *arg, int64_t g0, int64_t g1, int ith) {
     mm_job *j = arg;
-    int64_t g0, g1;
-    sp_pool_share(j->pool, ith, nth, sp_pack_groups(j->w), &g0, &g1);
     switch (j->w->pack_fmt) {
     case SP_PACK_Q4X8: packed_rows(j, SP_PACK_Q4X8, g0, g1); break;
     case SP_PACK_Q4X8M: packed_rows(j, SP_PACK_Q4X8M, g0, g1); break;
@@ -273,12 +270,10 @@ static const float *row_f32(const sp_mat *w, int64_t o, float *buf) {
     return buf;
 }
 
-static void f32_worker(void *arg, int ith, int nth) {
+static void f32_worker(void *arg, int64_t o0, int64_t o1, int ith) {
     mm_job *j = arg;
     const sp_mat *w = j->w;
     float *buf = j->rows + (int64_t)ith * w->n_in;
-    int64_t o0, o1;
-    sp_pool_share(j->pool, ith, nth, w->n_out, &o0, &o1);
     for (int64_t o = o0; o < o1; o++) {
         const float *row = row_f32(w, o, buf);
         for (int64_t t = 0; t < j->n_tok; t++) j->y[t * w->n_out + o] = dot_f32(row, j->x + t * w->n_in, w->n_in);
@@ -291,14 +286,14 @@ static void avx2_matmul(const sp_mat *w, const float *x, float *y, int64_t n_tok
         size_t bytes = (size_t)n_tok * (size_t)(w->n_in / SP_PACK_BLK) * sizeof(sp_block_q8a);
         j.xa = sp_pool_scratch(pool, bytes);
         if (!j.xa) abort();
-        if (n_tok > 1) sp_pool_run(pool, quant_worker, &j);
-        else quant_worker(&j, 0, 1);
-        sp_pool_run(pool, packed_worker, &j);
+        if (n_tok > 1) sp_pool_for(pool, n_tok, 1, quant_worker, &j);
+        else quant_worker(&j, 0, 1, 0);
+        sp_pool_for(pool, sp_pack_groups(w), 0, packed_worker, &j);
         sp_pool_scratch_done(pool, j.xa);
     } else {
         j.rows = sp_pool_scratch(pool, (size_t)sp_pool_size(pool) * (size_t)w->n_in * sizeof(float));
         if (!j.rows) abort();
-        sp_pool_run(pool, f32_worker, &j);
+        sp_pool_for(pool, w->n_out, 0, f32_worker, &j);
         sp_pool_scratch_done(pool, j.rows);
     }
 }

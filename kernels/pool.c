@@ -1,10 +1,14 @@
-/* kernels/pool.c — sp_pool: persistent compute workers. A run bumps a generation counter; workers
- * spin on it for a short while (an operation follows the previous one within microseconds during a
- * forward pass) and then sleep on a condition variable, so an idle pool costs no CPU. The caller is
- * thread 0 and waits for the others on an atomic countdown. */
+/* kernels/pool.c — sp_pool: persistent compute workers over a shared claim counter.
+ * The counter packs (generation << 32 | next unit); a thread claims a chunk with a compare-and-swap,
+ * so a claim can only succeed for the operation that is current, and that operation's job data
+ * (fn, arg, n, chunk) cannot change before the claimed chunk is done. The caller publishes a job by
+ * storing a new generation, works on it like any worker, then waits for the done count to reach n.
+ * Idle workers spin on the generation for a short while (operations follow each other within
+ * microseconds in a forward pass), then sleep on a condition variable. */
 #include "kernels/pool.h"
 
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdlib.h>
@@ -21,7 +25,7 @@
 #endif
 
 #define MAX_THREADS 256
-#define SPIN_NS 2000000 /* spin up to 2 ms before sleeping */
+#define SPIN_NS 1000000 /* idle workers spin up to 1 ms before sleeping */
 
 typedef struct {
     sp_pool *pool;
@@ -31,15 +35,15 @@ typedef struct {
 
 struct sp_pool {
     int n;
-    worker *workers;          /* n - 1 of them (thread 0 is the caller) */
-    float *weights;           /* n */
+    worker *workers;              /* [1, n) used: thread 0 is the caller */
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    atomic_uint gen;          /* bumped per run */
-    atomic_int pending;       /* workers still running the current job */
+    _Atomic uint64_t claim;       /* generation << 32 | next unit */
+    _Atomic int64_t done;         /* units finished in the current generation */
+    _Atomic int64_t n_units, chunk;
+    _Atomic(sp_pool_fn) fn;
+    _Atomic(void *) arg;
     atomic_bool quit;
-    sp_pool_fn fn;
-    void *arg;
     void *scratch;
     size_t scratch_cap;
 };
@@ -55,18 +59,39 @@ static uint64_t now_ns(void) {
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-/* Wait until the generation moves past `seen` (or quit): spin first, then sleep. */
-static unsigned wait_next(sp_pool *p, unsigned seen) {
+static uint32_t gen_of(uint64_t claim) { return (uint32_t)(claim >> 32); }
+
+/* Claim and run chunks of the current operation until none are left. */
+static void work(sp_pool *p, int ith) {
+    for (;;) {
+        uint64_t s = atomic_load_explicit(&p->claim, memory_order_acquire);
+        int64_t next = (int64_t)(s & 0xFFFFFFFFu);
+        int64_t n = atomic_load_explicit(&p->n_units, memory_order_relaxed);
+        int64_t chunk = atomic_load_explicit(&p->chunk, memory_order_relaxed);
+        if (next >= n) return;
+        int64_t end = next + chunk < n ? next + chunk : n;
+        if (!atomic_compare_exchange_weak_explicit(&p->claim, &s, (s & ~(uint64_t)0xFFFFFFFFu) | (uint64_t)end,
+                                                   memory_order_acq_rel, memory_order_relaxed))
+            continue;
+        /* the claim succeeded for the current generation: its job data is stable until done */
+        sp_pool_fn fn = atomic_load_explicit(&p->fn, memory_order_relaxed);
+        fn(atomic_load_explicit(&p->arg, memory_order_relaxed), next, end, ith);
+        atomic_fetch_add_explicit(&p->done, end - next, memory_order_release);
+    }
+}
+
+/* Wait until the generation differs from `seen` (or quit): spin first, then sleep. */
+static uint32_t wait_next(sp_pool *p, uint32_t seen) {
     uint64_t t0 = now_ns();
     for (unsigned i = 0;; i++) {
-        unsigned g = atomic_load_explicit(&p->gen, memory_order_acquire);
-        if (g != seen || atomic_load(&p->quit)) return g;
+        uint32_t g = gen_of(atomic_load_explicit(&p->claim, memory_order_acquire));
+        if (g != seen || atomic_load_explicit(&p->quit, memory_order_relaxed)) return g;
         CPU_RELAX();
         if ((i & 255) == 255 && now_ns() - t0 > SPIN_NS) break;
     }
     pthread_mutex_lock(&p->mu);
-    unsigned g;
-    while ((g = atomic_load(&p->gen)) == seen && !atomic_load(&p->quit)) pthread_cond_wait(&p->cv, &p->mu);
+    uint32_t g;
+    while ((g = gen_of(atomic_load(&p->claim))) == seen && !atomic_load(&p->quit)) pthread_cond_wait(&p->cv, &p->mu);
     pthread_mutex_unlock(&p->mu);
     return g;
 }
@@ -74,12 +99,11 @@ static unsigned wait_next(sp_pool *p, unsigned seen) {
 static void *worker_main(void *arg) {
     worker *w = arg;
     sp_pool *p = w->pool;
-    unsigned seen = 0;
+    uint32_t seen = 0;
     for (;;) {
         seen = wait_next(p, seen);
         if (atomic_load(&p->quit)) break;
-        p->fn(p->arg, w->ith, p->n);
-        atomic_fetch_sub_explicit(&p->pending, 1, memory_order_acq_rel);
+        work(p, w->ith);
     }
     return NULL;
 }
@@ -89,26 +113,26 @@ sp_pool *sp_pool_new(int n_threads) {
     if (n_threads > MAX_THREADS) n_threads = MAX_THREADS;
     sp_pool *p = calloc(1, sizeof *p);
     if (!p) return NULL;
-    p->n = n_threads;
-    p->weights = malloc((size_t)n_threads * sizeof *p->weights);
     p->workers = calloc((size_t)n_threads, sizeof *p->workers);
-    if (!p->weights || !p->workers) {
-        free(p->weights); free(p->workers); free(p);
+    if (!p->workers) {
+        free(p);
         return NULL;
     }
-    for (int i = 0; i < n_threads; i++) p->weights[i] = 1.0f;
+    p->n = 1;
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->cv, NULL);
-    atomic_init(&p->gen, 0);
-    atomic_init(&p->pending, 0);
+    atomic_init(&p->claim, 0);
+    atomic_init(&p->done, 0);
+    atomic_init(&p->n_units, 0);
+    atomic_init(&p->chunk, 1);
+    atomic_init(&p->fn, NULL);
+    atomic_init(&p->arg, NULL);
     atomic_init(&p->quit, false);
     for (int i = 1; i < n_threads; i++) {
         p->workers[i].pool = p;
         p->workers[i].ith = i;
-        if (pthread_create(&p->workers[i].tid, NULL, worker_main, &p->workers[i]) != 0) {
-            p->n = i; /* run with the threads we got */
-            break;
-        }
+        if (pthread_create(&p->workers[i].tid, NULL, worker_main, &p->workers[i]) != 0) break;
+        p->n = i + 1; /* run with the threads we got */
     }
     return p;
 }
@@ -123,44 +147,36 @@ void sp_pool_free(sp_pool *p) {
     pthread_mutex_destroy(&p->mu);
     pthread_cond_destroy(&p->cv);
     free(p->workers);
-    free(p->weights);
     free(p->scratch);
     free(p);
 }
 
 int sp_pool_size(const sp_pool *p) { return p ? p->n : 1; }
 
-void sp_pool_run(sp_pool *p, sp_pool_fn fn, void *arg) {
+void sp_pool_for(sp_pool *p, int64_t n, int64_t chunk, sp_pool_fn fn, void *arg) {
+    if (n <= 0) return;
     if (!p || p->n == 1) {
-        fn(arg, 0, 1);
+        fn(arg, 0, n, 0);
         return;
     }
-    p->fn = fn;
-    p->arg = arg;
-    atomic_store_explicit(&p->pending, p->n - 1, memory_order_relaxed);
+    if (chunk <= 0) chunk = n / ((int64_t)p->n * 4);
+    if (chunk < 1) chunk = 1;
+    atomic_store_explicit(&p->fn, fn, memory_order_relaxed);
+    atomic_store_explicit(&p->arg, arg, memory_order_relaxed);
+    atomic_store_explicit(&p->n_units, n, memory_order_relaxed);
+    atomic_store_explicit(&p->chunk, chunk, memory_order_relaxed);
+    atomic_store_explicit(&p->done, 0, memory_order_relaxed);
+    uint32_t gen = gen_of(atomic_load_explicit(&p->claim, memory_order_relaxed)) + 1;
     pthread_mutex_lock(&p->mu); /* pairs with a sleeper's check-then-wait */
-    atomic_fetch_add_explicit(&p->gen, 1, memory_order_release);
+    atomic_store_explicit(&p->claim, (uint64_t)gen << 32, memory_order_release);
     pthread_cond_broadcast(&p->cv);
     pthread_mutex_unlock(&p->mu);
-    fn(arg, 0, p->n);
-    while (atomic_load_explicit(&p->pending, memory_order_acquire) > 0) CPU_RELAX();
-}
-
-void sp_pool_set_weight(sp_pool *p, int ith, float weight) {
-    if (p && ith >= 0 && ith < p->n && weight > 0) p->weights[ith] = weight;
-}
-
-void sp_pool_share(const sp_pool *p, int ith, int nth, int64_t n, int64_t *begin, int64_t *end) {
-    if (!p || nth != p->n) { /* plain even split */
-        *begin = n * ith / nth;
-        *end = n * (ith + 1) / nth;
-        return;
+    work(p, 0);
+    /* every chunk is claimed; wait for the ones still running elsewhere */
+    for (unsigned i = 0; atomic_load_explicit(&p->done, memory_order_acquire) < n; i++) {
+        if ((i & 1023) == 1023) sched_yield(); /* a descheduled worker may share this core */
+        else CPU_RELAX();
     }
-    double total = 0, before = 0;
-    for (int i = 0; i < nth; i++) total += p->weights[i];
-    for (int i = 0; i < ith; i++) before += p->weights[i];
-    *begin = (int64_t)((double)n * before / total + 0.5);
-    *end = ith == nth - 1 ? n : (int64_t)((double)n * (before + p->weights[ith]) / total + 0.5);
 }
 
 void *sp_pool_scratch(sp_pool *p, size_t bytes) {
