@@ -29,7 +29,7 @@ static void serve_usage(FILE *f) {
             "  --api-key KEY            require 'Authorization: Bearer KEY' (repeatable: several keys)\n"
             "  --cors ORIGINS           allow browsers from these origins ('*' or a comma-separated list)\n"
             "  -c, --ctx N              context length (default: the model's)\n"
-            "  -t, --threads N          compute threads (default: all cores; the reference engine uses one)\n"
+            "  -t, --threads N          compute threads (default: one per online CPU)\n"
             "  --max-queue N            waiting requests before 503 (default 64)\n"
             "  --max-body BYTES         request body limit (default 8388608)\n"
             "  --max-connections N      (default 64)\n"

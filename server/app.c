@@ -276,6 +276,9 @@ static void *loader_main(void *arg) {
         if (a->model->synthetic)
             fprintf(stderr, "sparrow serve: NOTE: %s has RANDOM weights (made by `sparrow synth`): its text is "
                             "meaningless, for demos and benchmarks only\n", cfg->model_path);
+        if (cfg->threads > 0 && !sp_model_set_threads(a->model, cfg->threads))
+            fprintf(stderr, "sparrow serve: cannot start %d compute threads; using %d\n", cfg->threads,
+                    sp_model_threads(a->model));
         describe_model(a);
         token_text(a->model, sp_tok_bos(a->model->tok), a->bos_text, sizeof a->bos_text);
         token_text(a->model, sp_tok_eos(a->model->tok), a->eos_text, sizeof a->eos_text);
@@ -292,8 +295,9 @@ static void *loader_main(void *arg) {
         sp_http_stop(a->http);
         return NULL;
     }
-    fprintf(stderr, "sparrow serve: model '%s' ready in %.2f s (%s, %d layers, context %d)\n", a->model_id,
-            sp_now() - t0, a->model->hp.arch_name, a->model->hp.n_layer, sp_sched_n_ctx(a->sched));
+    fprintf(stderr, "sparrow serve: model '%s' ready in %.2f s (%s, %d layers, context %d, kernels %s, %d threads)\n",
+            a->model_id, sp_now() - t0, a->model->hp.arch_name, a->model->hp.n_layer, sp_sched_n_ctx(a->sched),
+            a->model->k->name, sp_model_threads(a->model));
     atomic_store(&a->ready, true);
     const char *host = cfg->host && strcmp(cfg->host, "0.0.0.0") && strcmp(cfg->host, "::") ? cfg->host : "127.0.0.1";
     bool v6 = strchr(host, ':') != NULL;

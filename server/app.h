@@ -18,7 +18,7 @@ typedef struct {
     int n_api_keys;
     const char *cors_origins;
     int32_t n_ctx;             /* <= 0: the model's */
-    int32_t threads;           /* compute threads (the reference engine runs on one) */
+    int32_t threads;           /* compute threads (<= 0: one per online CPU) */
     int32_t max_queue;         /* waiting requests before 503 */
     size_t max_body;           /* request body bytes */
     unsigned max_connections;
