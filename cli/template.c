@@ -14,9 +14,8 @@
 #include <cjson/cJSON.h>
 
 #include "api/tmpl.h"
+#include "cli/cli.h"
 #include "storage/gguf.h"
-
-int sp_cli_template(int argc, char **argv);
 
 static void usage(FILE *f) {
     fprintf(f,
