@@ -26,6 +26,7 @@ struct sp_ctx {
     float **v_cache;
     /* scratch for one chunk */
     float *x, *h, *q, *k, *v, *att, *ff_gate, *ff_up, *out;
+    float *rope_cs;     /* [CHUNK][n_rot]: cos/sin of each chunk position (sp_rope_angles) */
     float *scores;      /* [scores_threads][n_ctx]: one attention row per compute thread */
     int scores_threads;
 };
@@ -61,8 +62,9 @@ sp_ctx *sp_ctx_new(const sp_model *m, int32_t n_ctx, char *err, size_t errlen) {
     c->ff_gate = alloc_f32(CHUNK * (int64_t)hp->n_ff);
     c->ff_up = alloc_f32(CHUNK * (int64_t)hp->n_ff);
     c->out = alloc_f32(CHUNK * d);
+    c->rope_cs = alloc_f32(CHUNK * (int64_t)hp->n_rot);
     if (!c->k_cache || !c->v_cache || !c->x || !c->h || !c->q || !c->k || !c->v || !c->att ||
-        !c->ff_gate || !c->ff_up || !c->out)
+        !c->ff_gate || !c->ff_up || !c->out || !c->rope_cs)
         goto oom;
     return c;
 oom:
@@ -77,7 +79,7 @@ void sp_ctx_free(sp_ctx *c) {
     for (int il = 0; c->v_cache && il < c->m->hp.n_layer; il++) free(c->v_cache[il]);
     free(c->k_cache); free(c->v_cache);
     free(c->x); free(c->h); free(c->q); free(c->k); free(c->v); free(c->att);
-    free(c->ff_gate); free(c->ff_up); free(c->scores); free(c->out);
+    free(c->ff_gate); free(c->ff_up); free(c->scores); free(c->out); free(c->rope_cs);
     free(c);
 }
 
@@ -148,11 +150,7 @@ static void attend_one(sp_ctx *c, int il, int32_t pos0, int64_t t, int64_t h, fl
     const float *q = c->q + t * q_dim(hp) + h * hd;
     const float *kc = c->k_cache[il] + (h / group) * hd;
     const float *vc = c->v_cache[il] + (h / group) * hd;
-    for (int64_t p = 0; p < n_kv; p++) scores[p] = k->dot(q, kc + p * kvd, hd) * scale;
-    k->softmax(scores, n_kv);
-    float *o = c->att + t * q_dim(hp) + h * hd;
-    memset(o, 0, (size_t)hd * sizeof *o);
-    for (int64_t p = 0; p < n_kv; p++) k->axpy(o, scores[p], vc + p * kvd, hd);
+    k->attend(c->att + t * q_dim(hp) + h * hd, q, kc, vc, n_kv, hd, kvd, scale, scores);
 }
 
 static void attention_worker(void *arg, int64_t u0, int64_t u1, int ith) {
@@ -183,10 +181,9 @@ static void attn_block(sp_ctx *c, int il, int32_t pos0, int64_t n_tok) {
     head_norm(c, c->q, ly->q_norm, n_tok, hp->n_head);
     head_norm(c, c->k, ly->k_norm, n_tok, hp->n_head_kv);
     for (int64_t t = 0; t < n_tok; t++) {
-        k->rope(c->q + t * q_dim(hp), hp->n_head, hp->head_dim, hp->n_rot, pos0 + t, hp->rope_theta,
-                hp->rope_neox, m->rope_freqs);
-        k->rope(c->k + t * kvd, hp->n_head_kv, hp->head_dim, hp->n_rot, pos0 + t, hp->rope_theta,
-                hp->rope_neox, m->rope_freqs);
+        const float *cs = c->rope_cs + t * hp->n_rot;
+        k->rope_cs(c->q + t * q_dim(hp), hp->n_head, hp->head_dim, hp->n_rot, cs, hp->rope_neox);
+        k->rope_cs(c->k + t * kvd, hp->n_head_kv, hp->head_dim, hp->n_rot, cs, hp->rope_neox);
     }
     memcpy(c->k_cache[il] + (int64_t)pos0 * kvd, c->k, (size_t)(n_tok * kvd) * sizeof(float));
     memcpy(c->v_cache[il] + (int64_t)pos0 * kvd, c->v, (size_t)(n_tok * kvd) * sizeof(float));
@@ -225,6 +222,8 @@ static int eval_chunk(sp_ctx *c, const int32_t *tokens, int64_t n_tok, float *lo
     for (int64_t t = 0; t < n_tok; t++)
         if (!sp_mat_row_f32(&m->tok_embd, tokens[t], c->x + t * d)) return -1;
     int32_t pos0 = c->n_past;
+    for (int64_t t = 0; t < n_tok; t++) /* rope angles: once per position, shared by every layer */
+        sp_rope_angles(c->rope_cs + t * m->hp.n_rot, m->hp.n_rot, pos0 + t, m->hp.rope_theta, m->rope_freqs);
     for (int il = 0; il < m->hp.n_layer; il++) {
         attn_block(c, il, pos0, n_tok);
         ffn_block(c, il, n_tok);

@@ -371,9 +371,66 @@ static void avx2_swiglu(float *out, const float *gate, const float *up, int64_t 
     }
 }
 
+/* out = Σ_p s[p] v_p over nv 8-float vectors, accumulated in registers (nv a constant when inlined). */
+static inline __attribute__((always_inline)) void
+weighted_sum(float *out, const float *s, const float *v, int64_t n_kv, int64_t stride, int64_t nv) {
+    __m256 acc[16];
+    for (int64_t i = 0; i < nv; i++) acc[i] = _mm256_setzero_ps();
+    for (int64_t p = 0; p < n_kv; p++) {
+        __m256 sp = _mm256_set1_ps(s[p]);
+        const float *vp = v + p * stride;
+        for (int64_t i = 0; i < nv; i++) acc[i] = _mm256_fmadd_ps(sp, _mm256_loadu_ps(vp + 8 * i), acc[i]);
+    }
+    for (int64_t i = 0; i < nv; i++) _mm256_storeu_ps(out + 8 * i, acc[i]);
+}
+
+/* Scores 4 positions at a time (one horizontal reduction per 4), the softmax, then the weighted sum
+ * of V kept in registers for head dims up to 128 (the common 64 and 128), else through memory. */
+static void avx2_attend(float *out, const float *q, const float *k, const float *v, int64_t n_kv, int64_t hd,
+                        int64_t stride, float scale, float *scores) {
+    if (hd % 8) {
+        for (int64_t p = 0; p < n_kv; p++) scores[p] = dot_f32(q, k + p * stride, hd) * scale;
+        avx2_softmax(scores, n_kv);
+        memset(out, 0, (size_t)hd * sizeof *out);
+        for (int64_t p = 0; p < n_kv; p++) avx2_axpy(out, scores[p], v + p * stride, hd);
+        return;
+    }
+    int64_t p = 0;
+    for (; p + 4 <= n_kv; p += 4) {
+        const float *k0 = k + p * stride, *k1 = k0 + stride, *k2 = k1 + stride, *k3 = k2 + stride;
+        __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps(), s2 = _mm256_setzero_ps(), s3 = _mm256_setzero_ps();
+        for (int64_t i = 0; i < hd; i += 8) {
+            __m256 qv = _mm256_loadu_ps(q + i);
+            s0 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k0 + i), s0);
+            s1 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k1 + i), s1);
+            s2 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k2 + i), s2);
+            s3 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k3 + i), s3);
+        }
+        /* transpose-reduce: 4 vectors -> 4 sums */
+        __m256 h01 = _mm256_hadd_ps(s0, s1), h23 = _mm256_hadd_ps(s2, s3);
+        __m256 h = _mm256_hadd_ps(h01, h23);
+        __m128 r = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+        _mm_storeu_ps(scores + p, _mm_mul_ps(r, _mm_set1_ps(scale)));
+    }
+    for (; p < n_kv; p++) scores[p] = dot_f32(q, k + p * stride, hd) * scale;
+    avx2_softmax(scores, n_kv);
+    if (hd > 128) {
+        memset(out, 0, (size_t)hd * sizeof *out);
+        for (p = 0; p < n_kv; p++) avx2_axpy(out, scores[p], v + p * stride, hd);
+        return;
+    }
+    if (hd == 64) weighted_sum(out, scores, v, n_kv, stride, 8);
+    else if (hd == 128) weighted_sum(out, scores, v, n_kv, stride, 16);
+    else weighted_sum(out, scores, v, n_kv, stride, hd / 8);
+}
+
 static void ref_rope(float *v, int64_t n_heads, int64_t head_dim, int64_t n_rot, int64_t pos,
                      float theta_base, bool neox, const float *freq_factors) {
     sp_kernels_ref()->rope(v, n_heads, head_dim, n_rot, pos, theta_base, neox, freq_factors);
+}
+
+static void ref_rope_cs_fwd(float *v, int64_t n_heads, int64_t head_dim, int64_t n_rot, const float *cs, bool neox) {
+    sp_kernels_ref()->rope_cs(v, n_heads, head_dim, n_rot, cs, neox); /* elementwise, ~n_heads·n_rot flops */
 }
 
 static const sp_kernels avx2_table = {
@@ -382,10 +439,12 @@ static const sp_kernels avx2_table = {
     .pack = avx2_pack,
     .rmsnorm = avx2_rmsnorm,
     .rope = ref_rope,
+    .rope_cs = ref_rope_cs_fwd,
     .softmax = avx2_softmax,
     .swiglu = avx2_swiglu,
     .dot = dot_f32,
     .axpy = avx2_axpy,
+    .attend = avx2_attend,
 };
 
 /* The CPU check lives in select.c (built without AVX2 flags). */

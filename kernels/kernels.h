@@ -41,6 +41,9 @@ typedef struct sp_kernels {
      * neox: pairs (i, i + n_rot/2); else adjacent pairs (2i, 2i+1). freq_factors (n_rot/2) or NULL. */
     void (*rope)(float *v, int64_t n_heads, int64_t head_dim, int64_t n_rot, int64_t pos,
                  float theta_base, bool neox, const float *freq_factors);
+    /* rope with the angles precomputed by sp_rope_angles (cs: n_rot/2 cosines, then n_rot/2 sines),
+     * so a forward pass computes them once per position, not once per layer. Same results as rope. */
+    void (*rope_cs)(float *v, int64_t n_heads, int64_t head_dim, int64_t n_rot, const float *cs, bool neox);
     /* In place, numerically stable. */
     void (*softmax)(float *x, int64_t n);
     /* out[i] = silu(gate[i]) * up[i]; out may alias gate. */
@@ -49,9 +52,16 @@ typedef struct sp_kernels {
     float (*dot)(const float *a, const float *b, int64_t n);
     /* y += a * x */
     void (*axpy)(float *y, float a, const float *x, int64_t n);
+    /* One query head over n_kv cached positions: s[p] = scale · q·k_p, softmax(s), out = Σ s[p] v_p.
+     * k_p = k + p·stride and v_p = v + p·stride (hd floats each); scores has room for n_kv floats. */
+    void (*attend)(float *out, const float *q, const float *k, const float *v, int64_t n_kv, int64_t hd,
+                   int64_t stride, float scale, float *scores);
 } sp_kernels;
 
 const sp_kernels *sp_kernels_ref(void);
+/* cos and sin of position pos for each of the n_rot/2 rotation frequencies, computed exactly as
+ * the reference rope does: cs[i] = cos, cs[n_rot/2 + i] = sin. */
+void sp_rope_angles(float *cs, int64_t n_rot, int64_t pos, float theta_base, const float *freq_factors);
 /* AVX2+FMA+F16C table, or NULL when this build or CPU lacks it. */
 const sp_kernels *sp_kernels_avx2(void);
 /* The table to use: `force` ("ref", "avx2", ...) when given and non-empty, else the environment

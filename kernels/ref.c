@@ -62,6 +62,32 @@ static void ref_rope(float *v, int64_t n_heads, int64_t head_dim, int64_t n_rot,
     }
 }
 
+void sp_rope_angles(float *cs, int64_t n_rot, int64_t pos, float theta_base, const float *freq_factors) {
+    int64_t half = n_rot / 2;
+    for (int64_t i = 0; i < half; i++) {
+        double freq = pow((double)theta_base, -2.0 * (double)i / (double)n_rot);
+        if (freq_factors) freq /= freq_factors[i];
+        double ang = (double)pos * freq;
+        cs[i] = (float)cos(ang);
+        cs[half + i] = (float)sin(ang);
+    }
+}
+
+static void ref_rope_cs(float *v, int64_t n_heads, int64_t head_dim, int64_t n_rot, const float *cs, bool neox) {
+    int64_t half = n_rot / 2;
+    for (int64_t h = 0; h < n_heads; h++) {
+        float *x = v + h * head_dim;
+        for (int64_t i = 0; i < half; i++) {
+            float c = cs[i], s = cs[half + i];
+            int64_t a = neox ? i : 2 * i;
+            int64_t b = neox ? i + half : 2 * i + 1;
+            float x0 = x[a], x1 = x[b];
+            x[a] = x0 * c - x1 * s;
+            x[b] = x0 * s + x1 * c;
+        }
+    }
+}
+
 static void ref_softmax(float *x, int64_t n) {
     float mx = -INFINITY;
     for (int64_t i = 0; i < n; i++) mx = x[i] > mx ? x[i] : mx;
@@ -81,15 +107,25 @@ static void ref_swiglu(float *out, const float *gate, const float *up, int64_t n
     }
 }
 
+static void ref_attend(float *out, const float *q, const float *k, const float *v, int64_t n_kv, int64_t hd,
+                       int64_t stride, float scale, float *scores) {
+    for (int64_t p = 0; p < n_kv; p++) scores[p] = ref_dot(q, k + p * stride, hd) * scale;
+    ref_softmax(scores, n_kv);
+    for (int64_t i = 0; i < hd; i++) out[i] = 0.0f;
+    for (int64_t p = 0; p < n_kv; p++) ref_axpy(out, scores[p], v + p * stride, hd);
+}
+
 static const sp_kernels ref_table = {
     .name = "ref",
     .matmul = ref_matmul,
     .rmsnorm = ref_rmsnorm,
     .rope = ref_rope,
+    .rope_cs = ref_rope_cs,
     .softmax = ref_softmax,
     .swiglu = ref_swiglu,
     .dot = ref_dot,
     .axpy = ref_axpy,
+    .attend = ref_attend,
 };
 
 const sp_kernels *sp_kernels_ref(void) { return &ref_table; }

@@ -285,10 +285,34 @@ Test(kernels, other_ops_match_reference) {
                 r->rope(y1, n / 64, 64, 64, 17, 10000.0f, a % 2, NULL);
                 k->rope(y2, n / 64, 64, 64, 17, 10000.0f, a % 2, NULL);
                 check_close(y2, y1, n, 1e-6, "rope");
+                float cs[64];
+                sp_rope_angles(cs, 64, 17, 10000.0f, NULL);
+                memcpy(y2, x, (size_t)n * sizeof *x);
+                k->rope_cs(y2, n / 64, 64, 64, cs, a % 2);
+                cr_assert(!memcmp(y1, y2, (size_t)n * sizeof *x), "rope_cs differs from rope");
             }
             free(x); free(w); free(u); free(y1); free(y2);
         }
     }
+}
+
+Test(kernels, attend_matches_reference) {
+    int nt = n_fast_tables();
+    if (!nt) cr_skip_test("no fast table on this CPU");
+    const sp_kernels *r = sp_kernels_ref();
+    static const int64_t hds[] = {8, 12, 32, 64, 128, 136};
+    static const int64_t kvs[] = {1, 2, 3, 4, 5, 9, 64, 301};
+    for (int ti = 0; ti < nt; ti++)
+        for (size_t a = 0; a < sizeof hds / sizeof hds[0]; a++)
+            for (size_t b = 0; b < sizeof kvs / sizeof kvs[0]; b++) {
+                int64_t hd = hds[a], n_kv = kvs[b], stride = hd * 3;
+                float *q = make_x(hd), *kc = make_x(stride * n_kv), *vc = make_x(stride * n_kv);
+                float o1[136], o2[136], *s = malloc((size_t)n_kv * sizeof *s);
+                r->attend(o1, q, kc, vc, n_kv, hd, stride, 0.4f, s);
+                fast_tables[ti]->attend(o2, q, kc, vc, n_kv, hd, stride, 0.4f, s);
+                check_close(o2, o1, hd, 3e-6, "attend");
+                free(q); free(kc); free(vc); free(s);
+            }
 }
 
 Test(kernels, softmax_extremes) {
