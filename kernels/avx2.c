@@ -97,6 +97,7 @@ static void quant_act(const float *x, sp_block_q8a *out, int64_t n) {
 static inline __attribute__((always_inline)) void
 q4_kernel(const void *tiles, int64_t nb, bool with_min, const sp_block_q8a *const *xa, int T, __m256 *acc) {
     const __m256i m4 = _mm256_set1_epi8(0x0F), ones = _mm256_set1_epi16(1);
+#pragma GCC unroll 4
     for (int t = 0; t < T; t++) acc[t] = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
         const uint16_t *d, *m = NULL;
@@ -109,6 +110,7 @@ q4_kernel(const void *tiles, int64_t nb, bool with_min, const sp_block_q8a *cons
             d = tl->d, qs = tl->qs;
         }
         __m256i w[8];
+#pragma GCC unroll 4
         for (int v = 0; v < 4; v++) {
             __m256i raw = _mm256_loadu_si256((const __m256i *)(qs + 32 * v));
             w[v] = _mm256_and_si256(raw, m4);
@@ -116,9 +118,11 @@ q4_kernel(const void *tiles, int64_t nb, bool with_min, const sp_block_q8a *cons
         }
         __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)d));
         __m256 mw = with_min ? _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)m)) : _mm256_setzero_ps();
+#pragma GCC unroll 4
         for (int t = 0; t < T; t++) {
             const sp_block_q8a *xb = &xa[t][b];
             __m256i s = _mm256_maddubs_epi16(w[0], bcast4(xb->qs));
+#pragma GCC unroll 8
             for (int g = 1; g < 8; g++) s = _mm256_add_epi16(s, _mm256_maddubs_epi16(w[g], bcast4(xb->qs + 4 * g)));
             __m256i si = _mm256_madd_epi16(s, ones);
             if (!with_min) si = _mm256_sub_epi32(si, _mm256_set1_epi32(8 * xb->sum));
@@ -133,13 +137,16 @@ q4_kernel(const void *tiles, int64_t nb, bool with_min, const sp_block_q8a *cons
 static inline __attribute__((always_inline)) void
 q8x8_kernel(const sp_tile_q8x8 *tiles, int64_t nb, const sp_block_q8a *const *xa, int T, __m256 *acc) {
     const __m256i ones = _mm256_set1_epi16(1);
+#pragma GCC unroll 4
     for (int t = 0; t < T; t++) acc[t] = _mm256_setzero_ps();
     for (int64_t b = 0; b < nb; b++) {
         const sp_tile_q8x8 *tl = &tiles[b];
         __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)tl->d));
+#pragma GCC unroll 4
         for (int t = 0; t < T; t++) {
             const sp_block_q8a *xb = &xa[t][b];
             __m256i si = _mm256_setzero_si256();
+#pragma GCC unroll 8
             for (int g = 0; g < 8; g++) {
                 __m256i w = _mm256_loadu_si256((const __m256i *)(tl->qs + 32 * g));
                 __m256i x = bcast4(xb->qs + 4 * g);
@@ -280,16 +287,31 @@ static void f32_worker(void *arg, int64_t o0, int64_t o1, int ith) {
     }
 }
 
+/* Tokens per pass over the weights: their int8 activations (n_in / 32 blocks of 40 bytes each)
+ * stay within ~192 KiB, so they sit in L2 while every row group of the matrix streams past. */
+static int64_t token_block(const sp_mat *w) {
+    int64_t per_tok = (w->n_in / SP_PACK_BLK) * (int64_t)sizeof(sp_block_q8a);
+    int64_t tb = (192 * 1024 / per_tok) / TOK_TILE * TOK_TILE;
+    return tb < TOK_TILE ? TOK_TILE : tb;
+}
+
 static void avx2_matmul(const sp_mat *w, const float *x, float *y, int64_t n_tok, sp_pool *pool) {
     mm_job j = {.w = w, .x = x, .y = y, .n_tok = n_tok, .pool = pool};
     if (w->packed && (w->pack_fmt == SP_PACK_Q4X8 || w->pack_fmt == SP_PACK_Q4X8M || w->pack_fmt == SP_PACK_Q8X8)) {
-        size_t bytes = (size_t)n_tok * (size_t)(w->n_in / SP_PACK_BLK) * sizeof(sp_block_q8a);
-        j.xa = sp_pool_scratch(pool, bytes);
-        if (!j.xa) abort();
+        int64_t nb = w->n_in / SP_PACK_BLK;
+        sp_block_q8a *xa = sp_pool_scratch(pool, (size_t)n_tok * (size_t)nb * sizeof *xa);
+        if (!xa) abort();
+        j.xa = xa;
         if (n_tok > 1) sp_pool_for(pool, n_tok, 1, quant_worker, &j);
         else quant_worker(&j, 0, 1, 0);
-        sp_pool_for(pool, sp_pack_groups(w), 0, packed_worker, &j);
-        sp_pool_scratch_done(pool, j.xa);
+        int64_t tb = token_block(w);
+        for (int64_t t0 = 0; t0 < n_tok; t0 += tb) { /* cache tiling: a token block at a time */
+            j.n_tok = n_tok - t0 < tb ? n_tok - t0 : tb;
+            j.xa = xa + t0 * nb;
+            j.y = y + t0 * w->n_out;
+            sp_pool_for(pool, sp_pack_groups(w), 0, packed_worker, &j);
+        }
+        sp_pool_scratch_done(pool, xa);
     } else {
         j.rows = sp_pool_scratch(pool, (size_t)sp_pool_size(pool) * (size_t)w->n_in * sizeof(float));
         if (!j.rows) abort();
