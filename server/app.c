@@ -835,6 +835,9 @@ static void rctx_closed(void *arg, bool client_gone) {
         if (sp_job_state(j) == SP_FINISH_NONE) {
             sp_job_cancel(j); /* the engine stops it within one step */
             sp_metrics_generation(&r->app->metrics, 0, 0, 0, -1, 0, 1);
+            char note[96];
+            snprintf(note, sizeof note, "generation cancelled after %d tokens", j->n_gen_tokens);
+            sp_http_log_note(r->conn, note); /* the connection is valid until closed() returns */
         }
     }
     rctx_unref(r);
