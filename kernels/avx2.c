@@ -18,6 +18,7 @@
 #include "kernels/types.h"
 
 #define TOK_TILE 4 /* tokens sharing one unpacked weight tile */
+#define PREFETCH_BYTES 2048
 
 /* ---------------------------------------------------------------------------------------------
  * small vector helpers
@@ -109,6 +110,8 @@ q4_kernel(const void *tiles, int64_t nb, bool with_min, const sp_block_q8a *cons
             const sp_tile_q4x8 *tl = (const sp_tile_q4x8 *)tiles + b;
             d = tl->d, qs = tl->qs;
         }
+        _mm_prefetch((const char *)qs + PREFETCH_BYTES, _MM_HINT_T0); /* stream ahead (GEMV is memory-bound) */
+        _mm_prefetch((const char *)qs + PREFETCH_BYTES + 64, _MM_HINT_T0);
         __m256i w[8];
 #pragma GCC unroll 4
         for (int v = 0; v < 4; v++) {
