@@ -836,7 +836,7 @@ static void rctx_closed(void *arg, bool client_gone) {
             sp_job_cancel(j); /* the engine stops it within one step */
             sp_metrics_generation(&r->app->metrics, 0, 0, 0, -1, 0, 1);
             char note[96];
-            snprintf(note, sizeof note, "generation cancelled after %d tokens", j->n_gen_tokens);
+            snprintf(note, sizeof note, "generation cancelled");
             sp_http_log_note(r->conn, note); /* the connection is valid until closed() returns */
         }
     }

@@ -41,9 +41,9 @@ stop_servers
 
 # ---- a dropped client: a slower model so the stream is still running when the client leaves
 "$SP" synth --preset tiny --type q8_0 -o "$T/tiny.gguf" 2>/dev/null
-start_server drop -m "$T/tiny.gguf" || exit 1
+start_server drop -m "$T/tiny.gguf" --ctx 8192 || exit 1
 curl -s -N -o "$T/partial" --max-time 1 -H 'Content-Type: application/json' --data-binary \
-  '{"prompt":"Once upon a time","max_tokens":2000,"ignore_eos":true,"stream":true}' "$BASE/v1/completions" || true
+  '{"prompt":"Once upon a time","max_tokens":8000,"ignore_eos":true,"stream":true}' "$BASE/v1/completions" || true
 t_drop=$(date +%s.%N)
 grep -q '^data: {' "$T/partial" && pass "stream was running when the client dropped" || fail "no stream data before the drop"
 idle=""
@@ -59,13 +59,13 @@ s=$(req POST /v1/completions '{"prompt":"Once","max_tokens":4}'); [ "$s" = 200 ]
 stop_servers
 
 # ---- overload: a queue of 1 and slow requests -> 503 with Retry-After for the surplus
-start_server busy -m "$T/tiny.gguf" --max-queue 1 || exit 1
+# (each request generates 4000 tokens, far longer than the time it takes to send all four)
+start_server busy -m "$T/tiny.gguf" --max-queue 1 --ctx 8192 || exit 1
 pids=()
 for i in 1 2 3 4; do
-  curl -s -o "$T/o$i" -D "$T/oh$i" -w '%{http_code}' --max-time 60 -H 'Content-Type: application/json' --data-binary \
-    '{"prompt":"Once upon a time","max_tokens":150,"ignore_eos":true}' "$BASE/v1/completions" >"$T/os$i" &
+  curl -s -o "$T/o$i" -D "$T/oh$i" -w '%{http_code}' --max-time 120 -H 'Content-Type: application/json' --data-binary \
+    '{"prompt":"Once upon a time","max_tokens":4000,"ignore_eos":true}' "$BASE/v1/completions" >"$T/os$i" &
   pids+=($!)
-  sleep 0.2
 done
 wait "${pids[@]}"
 n503=0; n200=0
