@@ -242,15 +242,17 @@ static bool load_tokenizer(loader *L) {
     return true;
 }
 
-/* Every matrix the forward pass multiplies with (the embedding is only looked up, unless tied). */
+/* Every matrix the forward pass multiplies with (the embedding is only looked up, unless tied),
+ * the output head first: it is the largest, and packing it before the packed copies of the others
+ * have accumulated keeps the load's peak memory down. */
 static int model_mats(sp_model *m, sp_mat **out, int cap) {
     int n = 0;
+    if (n < cap) out[n++] = &m->output;
     for (int il = 0; il < m->hp.n_layer; il++) {
         sp_layer *ly = &m->layers[il];
         sp_mat *ms[] = {&ly->wq, &ly->wk, &ly->wv, &ly->wo, &ly->w_gate, &ly->w_up, &ly->w_down};
         for (size_t i = 0; i < sizeof ms / sizeof ms[0] && n < cap; i++) out[n++] = ms[i];
     }
-    if (n < cap) out[n++] = &m->output;
     return n;
 }
 
