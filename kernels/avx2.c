@@ -83,8 +83,12 @@ static void quant_act(const float *x, sp_block_q8a *out, int64_t n) {
         __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
         s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4E));
         s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xB1));
-        out[b].sum = _mm_cvtsi128_si32(s4);
-        out[b].d = amax / 127.0f;
+        int32_t sum = _mm_cvtsi128_si32(s4);
+        float d = amax / 127.0f;
+        out[b].d = d;
+        out[b].sum = sum;
+        out[b].sum8 = 8 * sum;
+        out[b].dsum = d * (float)sum;
     }
 }
 
@@ -128,9 +132,9 @@ q4_kernel(const void *tiles, int64_t nb, bool with_min, const sp_block_q8a *cons
 #pragma GCC unroll 8
             for (int g = 1; g < 8; g++) s = _mm256_add_epi16(s, _mm256_maddubs_epi16(w[g], bcast4(xb->qs + 4 * g)));
             __m256i si = _mm256_madd_epi16(s, ones);
-            if (!with_min) si = _mm256_sub_epi32(si, _mm256_set1_epi32(8 * xb->sum));
+            if (!with_min) si = _mm256_sub_epi32(si, _mm256_set1_epi32(xb->sum8));
             acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(si), _mm256_mul_ps(dw, _mm256_set1_ps(xb->d)), acc[t]);
-            if (with_min) acc[t] = _mm256_fmadd_ps(mw, _mm256_set1_ps(xb->d * (float)xb->sum), acc[t]);
+            if (with_min) acc[t] = _mm256_fmadd_ps(mw, _mm256_set1_ps(xb->dsum), acc[t]);
         }
     }
 }

@@ -30,8 +30,9 @@ typedef struct { uint16_t d[SP_PACK_ROWS]; uint8_t qs[SP_PACK_ROWS * SP_PACK_BLK
 typedef struct { uint16_t d[SP_PACK_ROWS]; uint16_t m[SP_PACK_ROWS]; uint8_t qs[SP_PACK_ROWS * SP_PACK_BLK / 2]; } sp_tile_q4x8m;
 typedef struct { uint16_t d[SP_PACK_ROWS]; int8_t qs[SP_PACK_ROWS * SP_PACK_BLK]; } sp_tile_q8x8;
 
-/* One 32-element block of an activation row quantized to int8: x ≈ d * qs, sum = Σ qs. */
-typedef struct { float d; int32_t sum; int8_t qs[SP_PACK_BLK]; } sp_block_q8a;
+/* One 32-element block of an activation row quantized to int8: x ≈ d * qs, sum = Σ qs; sum8 = 8 sum
+ * and dsum = d sum are the offset terms of the 4-bit kernels, ready to broadcast from memory. */
+typedef struct { float d; int32_t sum; int32_t sum8; float dsum; int8_t qs[SP_PACK_BLK]; } sp_block_q8a;
 
 /* Quantize n f32 values (n a multiple of 32) into n/32 blocks: d = max|x| / 127, qs = round(x / d)
  * (nearest, ties to even, as the vector conversion rounds). The scalar definition. */
