@@ -13,3 +13,13 @@ fails=0
 pass() { echo "ok   $*"; }
 fail() { echo "FAIL $*"; fails=$((fails + 1)); }
 finish() { [ "$fails" -eq 0 ] || { echo "$fails failure(s)"; exit 1; }; }
+# npm_packages: the npm packages the integration tests use (the OpenAI and Ollama clients,
+# playwright-core), installed together once into the build tree ($SPARROW_NPM_DIR), one npm at a
+# time (tests run in parallel), so no install prunes another's package. Sets $NPM_DIR.
+npm_packages() {
+  NPM_DIR=${SPARROW_NPM_DIR:-$(dirname "$SP")/npm}
+  mkdir -p "$NPM_DIR"
+  (cd "$NPM_DIR" && flock .npm.lock sh -c '
+    [ -d node_modules/openai ] && [ -d node_modules/ollama ] && [ -d node_modules/playwright-core ] ||
+      npm install --no-audit --no-fund --silent openai@6 ollama@0 playwright-core@1 >/dev/null 2>&1')
+}

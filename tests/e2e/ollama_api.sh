@@ -36,11 +36,8 @@ s=$(curl -s -o "$T/body" -w '%{http_code}' -d '{"model":"stories260K"}' "$BASE/a
 check "show" 200 "$s" "j['details']['family'] == 'llama' and j['model_info']['llama.context_length'] == 512"
 
 # the official JS client
-npm_dir=${SPARROW_NPM_DIR:-$(dirname "$SP")/npm}
-if [ ! -d "$npm_dir/node_modules/ollama" ]; then
-  mkdir -p "$npm_dir"
-  (cd "$npm_dir" && npm install --no-audit --no-fund --silent ollama >/dev/null 2>&1) || { fail "npm install ollama"; finish; }
-fi
+npm_packages || { fail "npm install"; finish; }
+npm_dir=$NPM_DIR
 cp "$here/ollama_client.mjs" "$npm_dir/ollama_client.mjs"
 node "$npm_dir/ollama_client.mjs" "$BASE" ", there was a little girl" && pass "Ollama JS client" || fail "Ollama JS client"
 finish

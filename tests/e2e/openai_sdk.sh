@@ -3,11 +3,8 @@
 source "$(dirname "$0")/common.sh"
 source "$(dirname "$0")/server_common.sh"
 here=$(cd "$(dirname "$0")" && pwd)
-npm_dir=${SPARROW_NPM_DIR:-$(dirname "$SP")/npm}
-if [ ! -d "$npm_dir/node_modules/openai" ]; then
-  mkdir -p "$npm_dir"
-  (cd "$npm_dir" && npm install --no-audit --no-fund --silent openai@6 >/dev/null 2>&1) || { fail "npm install openai"; finish; }
-fi
+npm_packages || { fail "npm install"; finish; }
+npm_dir=$NPM_DIR
 cp "$here/openai_sdk.mjs" "$npm_dir/openai_sdk.mjs"
 want=$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))[0]["completion"], end="")' "$SH/models/reference/stories260K.json")
 start_server sdk -m "$SH/models/stories260K.gguf" --api-key sk-test || exit 1

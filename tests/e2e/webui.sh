@@ -7,13 +7,8 @@ source "$(dirname "$0")/server_common.sh"
 here=$(cd "$(dirname "$0")" && pwd)
 export SPARROW_CHROMIUM=${SPARROW_CHROMIUM:-/usr/bin/chromium}
 [ -x "$SPARROW_CHROMIUM" ] || { fail "no Chromium at $SPARROW_CHROMIUM (apt-get install chromium)"; finish; }
-npm_dir=${SPARROW_NPM_DIR:-$(dirname "$SP")/npm}
-mkdir -p "$npm_dir"
-if [ ! -d "$npm_dir/node_modules/playwright-core" ]; then
-  # other tests install into the same folder: one npm at a time
-  (cd "$npm_dir" && flock .npm.lock npm install --no-audit --no-fund --silent playwright-core@1 >/dev/null 2>&1) ||
-    { fail "npm install playwright-core"; finish; }
-fi
+npm_packages || { fail "npm install"; finish; }
+npm_dir=$NPM_DIR
 cp "$here/webui.mjs" "$npm_dir/webui.mjs"
 shot=$(dirname "$SP")/webui-phone.png
 rm -f "$shot"
