@@ -17,6 +17,8 @@ typedef struct {
     int n_keys_file;        /* keys from the config file, replaced when flags give keys */
     bool keys_from_flags;
     char model_buf[1024];
+    char *owned[64];        /* the config file's strings, freed when the server stops */
+    int n_owned;
 } serve_opts;
 
 static void serve_usage(FILE *f) {
@@ -76,8 +78,19 @@ static bool set_option(serve_opts *o, const char *name, const char *v, bool from
 }
 
 static bool from_file(const char *key, const char *value, void *ud) {
-    /* the config file's strings must outlive parsing: keep a copy for the process lifetime */
-    return set_option(ud, key, strdup(value), true);
+    serve_opts *o = ud;
+    if (o->n_owned == (int)(sizeof o->owned / sizeof o->owned[0])) {
+        fprintf(stderr, "sparrow serve: too many settings in the config file\n");
+        return false;
+    }
+    char *copy = strdup(value); /* the settings point at it until the server stops */
+    o->owned[o->n_owned++] = copy;
+    return set_option(o, key, copy, true);
+}
+
+static int release(serve_opts *o, int rc) {
+    for (int i = 0; i < o->n_owned; i++) free(o->owned[i]);
+    return rc;
 }
 
 static const char *flag_name(const char *a) {
@@ -102,22 +115,22 @@ int sp_cli_serve(int argc, char **argv) {
             char err[512];
             if (!sp_conf_file_each(argv[i + 1], from_file, &o, err, sizeof err)) {
                 if (err[0]) fprintf(stderr, "sparrow serve: %s\n", err);
-                return 2;
+                return release(&o, 2);
             }
         }
     }
     for (int i = 1; i < argc; i++) {
         const char *name = flag_name(argv[i]);
-        if (!name) { fprintf(stderr, "sparrow serve: unexpected argument '%s'\n", argv[i]); return 2; }
+        if (!name) { fprintf(stderr, "sparrow serve: unexpected argument '%s'\n", argv[i]); return release(&o, 2); }
         if (!strcmp(name, "config")) { i++; continue; }
         if (!strcmp(name, "quiet") || !strcmp(name, "q")) { o.cfg.quiet = true; continue; }
-        if (i + 1 >= argc) { fprintf(stderr, "sparrow serve: %s needs a value\n", argv[i]); return 2; }
-        if (!set_option(&o, name, argv[++i], false)) return 2;
+        if (i + 1 >= argc) { fprintf(stderr, "sparrow serve: %s needs a value\n", argv[i]); return release(&o, 2); }
+        if (!set_option(&o, name, argv[++i], false)) return release(&o, 2);
     }
     if (!o.cfg.model_path) {
-        if (!sp_cli_default_model(o.model_buf, sizeof o.model_buf)) return 1;
+        if (!sp_cli_default_model(o.model_buf, sizeof o.model_buf)) return release(&o, 1);
         o.cfg.model_path = o.model_buf;
         if (!o.cfg.model_alias) o.cfg.model_alias = "sparrow-tiny-random";
     }
-    return sp_app_run(&o.cfg);
+    return release(&o, sp_app_run(&o.cfg));
 }

@@ -144,7 +144,7 @@ static void build_vocab(vocab *v, int n_vocab) {
     vocab_add(v, "<unk>", 2);
     vocab_add(v, "<s>", 3);
     vocab_add(v, "</s>", 3);
-    char buf[16];
+    char buf[32];
     for (int b = 0; b < 256; b++) {
         snprintf(buf, sizeof buf, "<0x%02X>", b);
         vocab_add(v, buf, 6);

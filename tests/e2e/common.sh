@@ -12,7 +12,10 @@ PY=/usr/bin/python3; [ -x "$PY" ] || PY=python3
 fails=0
 pass() { echo "ok   $*"; }
 fail() { echo "FAIL $*"; fails=$((fails + 1)); }
-finish() { [ "$fails" -eq 0 ] || { echo "$fails failure(s)"; exit 1; }; }
+finish() { # servers are stopped (and their exit status checked) before the verdict
+  if declare -F stop_servers >/dev/null; then stop_servers; fi
+  [ "$fails" -eq 0 ] || { echo "$fails failure(s)"; exit 1; }
+}
 # npm_packages: the npm packages the integration tests use (the OpenAI and Ollama clients,
 # playwright-core), installed together once into the build tree ($SPARROW_NPM_DIR), one npm at a
 # time (tests run in parallel), so no install prunes another's package. Sets $NPM_DIR.
