@@ -159,7 +159,7 @@ void sp_pool_for(sp_pool *p, int64_t n, int64_t chunk, sp_pool_fn fn, void *arg)
         fn(arg, 0, n, 0);
         return;
     }
-    if (chunk <= 0) chunk = n / ((int64_t)p->n * 8); /* small chunks: threads finish together */
+    if (chunk <= 0) chunk = n / ((int64_t)p->n * 4); /* a few chunks per thread: balance vs claims */
     if (chunk < 1) chunk = 1;
     atomic_store_explicit(&p->fn, fn, memory_order_relaxed);
     atomic_store_explicit(&p->arg, arg, memory_order_relaxed);
