@@ -106,7 +106,7 @@ static sp_job *make_job(const int32_t *ids, int n, int max_tokens) {
 
 /* Drain until finished; returns the text (static buffer). */
 static const char *collect(sp_job *j, sp_finish *f, int *n_events) {
-    static char text[8192];
+    static char text[1 << 20];
     size_t used = 0;
     *n_events = 0;
     for (;;) {
@@ -230,21 +230,32 @@ Test(sched, prompt_longer_than_context_is_an_error) {
 
 Test(sched, full_queue_refuses_and_free_cancels_waiting_jobs) {
     char err[256];
-    sp_sched_opts o = {.max_queue = 2};
+    /* a context far longer than the time the test takes to generate into it, so job 0 is still
+     * running while the others are submitted, however fast the kernels are */
+    sp_sched_opts o = {.n_ctx = 1 << 16, .max_queue = 2};
     sp_sched *s = sp_sched_new(model, &o, err, sizeof err);
+    cr_assert_not_null(s, "%s", err);
     sp_job *jobs[4];
-    int accepted = 0;
     for (int i = 0; i < 4; i++) {
         jobs[i] = make_job(once, 5, -1);
         jobs[i]->p.ignore_eos = true;
-        if (sp_sched_submit(s, jobs[i]) == 0) accepted++;
-        usleep(20000); /* let the first start running so it leaves the queue */
     }
-    cr_expect_eq(accepted, 3); /* 1 running + 2 waiting */
+    cr_assert_eq(sp_sched_submit(s, jobs[0]), 0);
+    for (bool started = false; !started;) { /* wait until job 0 runs (it left the queue) */
+        sp_job_event ev[8];
+        sp_finish f;
+        size_t n = sp_job_drain(jobs[0], ev, 8, &f, &started);
+        for (size_t k = 0; k < n; k++) free(ev[k].text);
+        usleep(1000);
+    }
+    cr_expect_eq(sp_sched_submit(s, jobs[1]), 0);
+    cr_expect_eq(sp_sched_submit(s, jobs[2]), 0);
+    cr_expect_eq(sp_sched_submit(s, jobs[3]), -1); /* 1 running + 2 waiting: full */
     sp_sched_stats st;
     sp_sched_get_stats(s, &st);
     cr_expect_eq(st.rejected, 1);
     cr_expect_eq(st.queue_depth, 2);
+    cr_expect_eq(st.running, 1);
     sp_sched_free(s); /* cancels the running job and the waiting ones */
     for (int i = 0; i < 3; i++) {
         sp_finish f;
