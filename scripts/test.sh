@@ -10,7 +10,7 @@ echo "== release build: unit + end-to-end tests"
 scripts/build.sh build
 (cd build && ctest --output-on-failure -j"$jobs")
 
-echo "== ASan + UBSan build: the same suite (tests labelled 'slow' skipped: reference-path 0.5B runs)"
+echo "== ASan + UBSan build: the same suite (tests labelled 'slow' skipped: a 0.5B model under ASan)"
 scripts/build.sh build-asan -DSP_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug
 (cd build-asan && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
   ctest --output-on-failure -j"$jobs" -LE slow)
