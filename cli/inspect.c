@@ -66,22 +66,12 @@ static uint64_t load_le(const uint8_t *p, unsigned n) {
     return v;
 }
 
-static unsigned elem_size(sp_gguf_vtype t) {
-    switch (t) {
-    case SP_GGUF_U8: case SP_GGUF_I8: case SP_GGUF_BOOL: return 1;
-    case SP_GGUF_U16: case SP_GGUF_I16: return 2;
-    case SP_GGUF_U32: case SP_GGUF_I32: case SP_GGUF_F32: return 4;
-    case SP_GGUF_U64: case SP_GGUF_I64: case SP_GGUF_F64: return 8;
-    default: return 0;
-    }
-}
-
 /* Scalar element i of an array, decoded as the reader decodes top-level scalars. */
 static sp_gguf_value array_elem(const sp_gguf_value *arr, uint64_t i) {
     sp_gguf_value e;
     memset(&e, 0, sizeof e);
     e.type = arr->arr.type;
-    unsigned n = elem_size(e.type);
+    unsigned n = sp_gguf_vtype_size(e.type);
     uint64_t bits = load_le(arr->arr.raw + i * n, n);
     switch (e.type) {
     case SP_GGUF_I8: e.i64 = (int8_t)bits; break;

@@ -31,14 +31,6 @@ struct sp_ctx {
     int scores_threads;
 };
 
-static void seterr(char *err, size_t errlen, const char *fmt, ...) {
-    if (!err || !errlen) return;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(err, errlen, fmt, ap);
-    va_end(ap);
-}
-
 static int64_t kv_dim(const sp_hparams *hp) { return (int64_t)hp->n_head_kv * hp->head_dim; }
 static int64_t q_dim(const sp_hparams *hp) { return (int64_t)hp->n_head * hp->head_dim; }
 
@@ -69,7 +61,7 @@ sp_ctx *sp_ctx_new(const sp_model *m, int32_t n_ctx, char *err, size_t errlen) {
     return c;
 oom:
     sp_ctx_free(c);
-    seterr(err, errlen, "context: out of memory");
+    sp_engine_seterr(err, errlen, "context: out of memory");
     return NULL;
 }
 
@@ -237,25 +229,25 @@ int sp_ctx_eval(sp_ctx *c, const int32_t *tokens, int32_t n, float *logits, bool
                 char *err, size_t errlen) {
     const sp_hparams *hp = &c->m->hp;
     if (n <= 0) {
-        seterr(err, errlen, "eval: no tokens");
+        sp_engine_seterr(err, errlen, "eval: no tokens");
         return -1;
     }
     for (int32_t i = 0; i < n; i++) {
         if (tokens[i] < 0 || tokens[i] >= hp->n_vocab) {
-            seterr(err, errlen, "eval: token id %d out of range [0, %d)", tokens[i], hp->n_vocab);
+            sp_engine_seterr(err, errlen, "eval: token id %d out of range [0, %d)", tokens[i], hp->n_vocab);
             return -1;
         }
     }
     if ((int64_t)c->n_past + n > c->n_ctx) {
-        seterr(err, errlen, "eval: context full (%d + %d tokens > n_ctx %d)", c->n_past, n, c->n_ctx);
+        sp_engine_seterr(err, errlen, "eval: context full (%d + %d tokens > n_ctx %d)", c->n_past, n, c->n_ctx);
         return -1;
     }
     if (!scores_reserve(c)) {
-        seterr(err, errlen, "eval: out of memory for attention scores");
+        sp_engine_seterr(err, errlen, "eval: out of memory for attention scores");
         return -1;
     }
     if (!kv_reserve(c, c->n_past + n)) {
-        seterr(err, errlen, "eval: out of memory growing the KV cache to %d positions", c->n_past + n);
+        sp_engine_seterr(err, errlen, "eval: out of memory growing the KV cache to %d positions", c->n_past + n);
         return -1;
     }
     for (int32_t done = 0; done < n; done += CHUNK) {
@@ -265,7 +257,7 @@ int sp_ctx_eval(sp_ctx *c, const int32_t *tokens, int32_t n, float *logits, bool
         if (all_logits) out = logits + (int64_t)done * hp->n_vocab;
         else if (last) out = logits;
         if (eval_chunk(c, tokens + done, len, out, all_logits) != 0) {
-            seterr(err, errlen, "eval: failed to read an embedding row");
+            sp_engine_seterr(err, errlen, "eval: failed to read an embedding row");
             return -1;
         }
     }

@@ -13,7 +13,7 @@
 
 #include "kernels/types.h"
 
-static void seterr(char *err, size_t errlen, const char *fmt, ...) {
+void sp_engine_seterr(char *err, size_t errlen, const char *fmt, ...) {
     if (!err || !errlen) return;
     va_list ap;
     va_start(ap, fmt);
@@ -32,7 +32,7 @@ static bool arch_key_u32(loader *L, const char *suffix, uint32_t *out, bool requ
     char key[128];
     snprintf(key, sizeof key, "%s.%s", L->m->hp.arch_name, suffix);
     if (sp_gguf_get_u32(L->m->gguf, key, out)) return true;
-    if (required) seterr(L->err, L->errlen, "model: missing or invalid metadata key '%s'", key);
+    if (required) sp_engine_seterr(L->err, L->errlen, "model: missing or invalid metadata key '%s'", key);
     return false;
 }
 
@@ -44,7 +44,7 @@ static bool arch_key_f32(loader *L, const char *suffix, float *out) {
 
 static bool positive_i32(loader *L, const char *what, uint32_t v) {
     if (v == 0 || v > (1u << 24)) {
-        seterr(L->err, L->errlen, "model: %s = %u is out of range", what, v);
+        sp_engine_seterr(L->err, L->errlen, "model: %s = %u is out of range", what, v);
         return false;
     }
     return true;
@@ -53,7 +53,7 @@ static bool positive_i32(loader *L, const char *what, uint32_t v) {
 static bool read_arch(loader *L) {
     sp_gguf_str a;
     if (!sp_gguf_get_str(L->m->gguf, "general.architecture", &a)) {
-        seterr(L->err, L->errlen, "model: missing 'general.architecture'");
+        sp_engine_seterr(L->err, L->errlen, "model: missing 'general.architecture'");
         return false;
     }
     sp_hparams *hp = &L->m->hp;
@@ -61,7 +61,7 @@ static bool read_arch(loader *L) {
     else if (sp_gguf_str_eq(a, "qwen2")) hp->arch = SP_ARCH_QWEN2;
     else if (sp_gguf_str_eq(a, "qwen3")) hp->arch = SP_ARCH_QWEN3;
     else {
-        seterr(L->err, L->errlen, "model: architecture '%.*s' is not supported (llama, qwen2, qwen3)",
+        sp_engine_seterr(L->err, L->errlen, "model: architecture '%.*s' is not supported (llama, qwen2, qwen3)",
                (int)(a.len > 40 ? 40 : a.len), a.ptr);
         return false;
     }
@@ -85,7 +85,7 @@ static bool read_hparams(loader *L) {
     if (!arch_key_u32(L, "context_length", &n_ctx, false)) n_ctx = 2048;
     if (!arch_key_u32(L, "attention.key_length", &head_dim, false)) {
         if (n_embd % n_head) {
-            seterr(L->err, L->errlen, "model: embedding_length %u not divisible by head_count %u", n_embd, n_head);
+            sp_engine_seterr(L->err, L->errlen, "model: embedding_length %u not divisible by head_count %u", n_embd, n_head);
             return false;
         }
         head_dim = n_embd / n_head;
@@ -95,11 +95,11 @@ static bool read_hparams(loader *L) {
         !positive_i32(L, "attention.key_length", head_dim))
         return false;
     if (n_head % n_head_kv) {
-        seterr(L->err, L->errlen, "model: head_count %u is not a multiple of head_count_kv %u", n_head, n_head_kv);
+        sp_engine_seterr(L->err, L->errlen, "model: head_count %u is not a multiple of head_count_kv %u", n_head, n_head_kv);
         return false;
     }
     if (n_rot > head_dim || n_rot % 2) {
-        seterr(L->err, L->errlen, "model: rope.dimension_count %u invalid for head dim %u", n_rot, head_dim);
+        sp_engine_seterr(L->err, L->errlen, "model: rope.dimension_count %u invalid for head dim %u", n_rot, head_dim);
         return false;
     }
     hp->n_embd = (int32_t)n_embd;
@@ -115,7 +115,7 @@ static bool read_hparams(loader *L) {
     hp->rms_eps = 1e-5f;
     arch_key_f32(L, "attention.layer_norm_rms_epsilon", &hp->rms_eps);
     if (!(hp->rope_theta > 0.0f) || !(hp->rms_eps >= 0.0f)) {
-        seterr(L->err, L->errlen, "model: invalid rope.freq_base or rms epsilon");
+        sp_engine_seterr(L->err, L->errlen, "model: invalid rope.freq_base or rms epsilon");
         return false;
     }
     return true;
@@ -123,7 +123,7 @@ static bool read_hparams(loader *L) {
 
 static const sp_gguf_tensor *find(loader *L, const char *name, bool required) {
     const sp_gguf_tensor *t = sp_gguf_find_tensor(L->m->gguf, name);
-    if (!t && required) seterr(L->err, L->errlen, "model: missing tensor '%s'", name);
+    if (!t && required) sp_engine_seterr(L->err, L->errlen, "model: missing tensor '%s'", name);
     return t;
 }
 
@@ -132,14 +132,14 @@ static bool load_mat(loader *L, const char *name, int64_t n_in, int64_t n_out, s
     const sp_gguf_tensor *t = find(L, name, required);
     if (!t) return !required;
     if (t->ne[0] != n_in || t->ne[1] != n_out || t->ne[2] != 1 || t->ne[3] != 1) {
-        seterr(L->err, L->errlen, "model: tensor '%s' has shape [%lld, %lld, %lld, %lld], expected [%lld, %lld]",
+        sp_engine_seterr(L->err, L->errlen, "model: tensor '%s' has shape [%lld, %lld, %lld, %lld], expected [%lld, %lld]",
                name, (long long)t->ne[0], (long long)t->ne[1], (long long)t->ne[2], (long long)t->ne[3],
                (long long)n_in, (long long)n_out);
         return false;
     }
     const sp_type_info *ti = sp_type_get(t->type);
     if (!ti || !ti->can_dequant) {
-        seterr(L->err, L->errlen, "model: tensor '%s' has type %s, which this engine cannot read yet", name,
+        sp_engine_seterr(L->err, L->errlen, "model: tensor '%s' has type %s, which this engine cannot read yet", name,
                ti ? ti->name : "unknown");
         return false;
     }
@@ -157,18 +157,18 @@ static bool load_vec(loader *L, const char *name, int64_t n, float **out, bool r
     const sp_gguf_tensor *t = find(L, name, required);
     if (!t) return !required;
     if (t->ne[0] != n || t->ne[1] != 1 || t->ne[2] != 1 || t->ne[3] != 1) {
-        seterr(L->err, L->errlen, "model: tensor '%s' has %lld elements, expected %lld", name,
+        sp_engine_seterr(L->err, L->errlen, "model: tensor '%s' has %lld elements, expected %lld", name,
                (long long)(t->ne[0] * t->ne[1] * t->ne[2] * t->ne[3]), (long long)n);
         return false;
     }
     float *v = malloc((size_t)n * sizeof *v);
     if (!v) {
-        seterr(L->err, L->errlen, "model: out of memory");
+        sp_engine_seterr(L->err, L->errlen, "model: out of memory");
         return false;
     }
     if (!sp_dequant_row(t->type, t->data, v, n)) {
         const sp_type_info *ti = sp_type_get(t->type);
-        seterr(L->err, L->errlen, "model: tensor '%s' has type %s, which this engine cannot read", name,
+        sp_engine_seterr(L->err, L->errlen, "model: tensor '%s' has type %s, which this engine cannot read", name,
                ti ? ti->name : "unknown");
         free(v);
         return false;
@@ -207,7 +207,7 @@ static bool load_weights(loader *L) {
     const sp_gguf_tensor *emb = find(L, "token_embd.weight", true);
     if (!emb) return false;
     if (emb->ne[1] <= 0 || emb->ne[1] > (1 << 24)) {
-        seterr(L->err, L->errlen, "model: token_embd.weight has a bad vocabulary dimension");
+        sp_engine_seterr(L->err, L->errlen, "model: token_embd.weight has a bad vocabulary dimension");
         return false;
     }
     hp->n_vocab = (int32_t)emb->ne[1];
@@ -219,7 +219,7 @@ static bool load_weights(loader *L) {
     if (!load_vec(L, "rope_freqs.weight", hp->n_rot / 2, &m->rope_freqs, false)) return false;
     m->layers = calloc((size_t)hp->n_layer, sizeof *m->layers);
     if (!m->layers) {
-        seterr(L->err, L->errlen, "model: out of memory");
+        sp_engine_seterr(L->err, L->errlen, "model: out of memory");
         return false;
     }
     for (int il = 0; il < hp->n_layer; il++)
@@ -231,11 +231,11 @@ static bool load_tokenizer(loader *L) {
     char terr[256] = "";
     L->m->tok = sp_tok_from_gguf(L->m->gguf, terr, sizeof terr);
     if (!L->m->tok) {
-        seterr(L->err, L->errlen, "model: tokenizer: %s", terr);
+        sp_engine_seterr(L->err, L->errlen, "model: tokenizer: %s", terr);
         return false;
     }
     if (sp_tok_n_vocab(L->m->tok) > L->m->hp.n_vocab) {
-        seterr(L->err, L->errlen, "model: tokenizer has %d tokens but the embedding only %d rows",
+        sp_engine_seterr(L->err, L->errlen, "model: tokenizer has %d tokens but the embedding only %d rows",
                sp_tok_n_vocab(L->m->tok), L->m->hp.n_vocab);
         return false;
     }
@@ -295,12 +295,12 @@ sp_model *sp_model_load(const char *path, char *err, size_t errlen) {
 sp_model *sp_model_load_with(const char *path, const sp_kernels *k, char *err, size_t errlen) {
     if (!k) k = sp_kernels_select(NULL);
     if (!k) {
-        seterr(err, errlen, "model: SPARROW_KERNELS names no kernel table usable here (known: %s)", sp_kernels_names());
+        sp_engine_seterr(err, errlen, "model: SPARROW_KERNELS names no kernel table usable here (known: %s)", sp_kernels_names());
         return NULL;
     }
     sp_model *m = calloc(1, sizeof *m);
     if (!m) {
-        seterr(err, errlen, "model: out of memory");
+        sp_engine_seterr(err, errlen, "model: out of memory");
         return NULL;
     }
     m->gguf = sp_gguf_open(path, err, errlen);
@@ -317,7 +317,7 @@ sp_model *sp_model_load_with(const char *path, const sp_kernels *k, char *err, s
     m->k = k;
     pack_weights(m);
     if (!sp_model_set_threads(m, 0)) {
-        seterr(err, errlen, "model: cannot start the compute threads");
+        sp_engine_seterr(err, errlen, "model: cannot start the compute threads");
         sp_model_free(m);
         return NULL;
     }

@@ -88,4 +88,7 @@ void sp_ctx_truncate(sp_ctx *c, int32_t n);
 int sp_ctx_eval(sp_ctx *c, const int32_t *tokens, int32_t n, float *logits, bool all_logits,
                 char *err, size_t errlen);
 
+/* Format one error line into err (engine-internal helper shared by model.c and forward.c). */
+void sp_engine_seterr(char *err, size_t errlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
 #endif

@@ -86,6 +86,8 @@ const sp_gguf_tensor *sp_gguf_tensor_at(const sp_gguf *g, uint64_t i);
 const sp_gguf_tensor *sp_gguf_find_tensor(const sp_gguf *g, const char *name);
 
 const char *sp_gguf_vtype_name(sp_gguf_vtype t);
+/* Bytes of one scalar of type t; 0 for STRING, ARRAY and unknown ids. */
+unsigned sp_gguf_vtype_size(uint32_t t);
 
 /* ---- writing (synth, tests) ---- */
 typedef struct sp_gguf_writer sp_gguf_writer;

@@ -241,8 +241,7 @@ static bool get_str(rd *r, const char *what, sp_gguf_str *out) {
 
 /* ---------------------------------------------------------------- values */
 
-/* Bytes of a scalar of type t; 0 for STRING, ARRAY and unknown ids. */
-static unsigned scalar_size(uint32_t t) {
+unsigned sp_gguf_vtype_size(uint32_t t) {
     switch (t) {
     case SP_GGUF_U8: case SP_GGUF_I8: case SP_GGUF_BOOL: return 1;
     case SP_GGUF_U16: case SP_GGUF_I16: return 2;
@@ -256,9 +255,9 @@ static bool is_signed(uint32_t t) {
     return t == SP_GGUF_I8 || t == SP_GGUF_I16 || t == SP_GGUF_I32 || t == SP_GGUF_I64;
 }
 
-/* Decode a scalar of type t (scalar_size(t) > 0) at p into v. */
+/* Decode a scalar of type t (sp_gguf_vtype_size(t) > 0) at p into v. */
 static void decode_scalar(sp_gguf_value *v, uint32_t t, const uint8_t *p) {
-    unsigned n = scalar_size(t);
+    unsigned n = sp_gguf_vtype_size(t);
     uint64_t bits = load_le(p, n);
     v->type = (sp_gguf_vtype)t;
     if (t == SP_GGUF_F32) {
@@ -288,7 +287,7 @@ static void free_value(sp_gguf_value *v) {
 static bool read_value(rd *r, uint32_t type, sp_gguf_value *v, int level);
 
 static bool read_scalar(rd *r, uint32_t type, sp_gguf_value *v) {
-    unsigned n = scalar_size(type);
+    unsigned n = sp_gguf_vtype_size(type);
     if (!n) {
         fail(r, "unknown value type %" PRIu32, type);
         return false;
@@ -362,7 +361,7 @@ static bool read_array(rd *r, sp_gguf_value *v, int level) {
     uint32_t et;
     uint64_t n;
     if (!get_u32(r, "array element type", &et) || !get_u64(r, "array length", &n)) return false;
-    if (et != SP_GGUF_STRING && et != SP_GGUF_ARRAY && !scalar_size(et)) {
+    if (et != SP_GGUF_STRING && et != SP_GGUF_ARRAY && !sp_gguf_vtype_size(et)) {
         fail(r, "unknown array element type %" PRIu32, et);
         return false;
     }
@@ -373,7 +372,7 @@ static bool read_array(rd *r, sp_gguf_value *v, int level) {
     v->type = SP_GGUF_ARRAY;
     v->arr.type = (sp_gguf_vtype)et;
     v->arr.n = n;
-    if (scalar_size(et)) return read_scalar_elems(r, v, scalar_size(et));
+    if (sp_gguf_vtype_size(et)) return read_scalar_elems(r, v, sp_gguf_vtype_size(et));
     return read_compound_elems(r, v, level);
 }
 
@@ -788,7 +787,7 @@ bool sp_gguf_str_eq(sp_gguf_str s, const char *c) {
 /* Element i of a scalar array as a decoded value; false for non-scalar arrays or i out of range. */
 static bool arr_elem(const sp_gguf_value *arr, uint64_t i, sp_gguf_value *out) {
     if (!arr || arr->type != SP_GGUF_ARRAY || i >= arr->arr.n) return false;
-    unsigned size = scalar_size(arr->arr.type);
+    unsigned size = sp_gguf_vtype_size(arr->arr.type);
     if (!size) return false;
     decode_scalar(out, arr->arr.type, arr->arr.raw + i * size);
     return true;

@@ -233,19 +233,9 @@ void sp_gguf_w_arr_i32(sp_gguf_writer *w, const char *key, const int32_t *v, uin
 
 /* ---------------------------------------------------------------- generic values */
 
-static unsigned w_scalar_size(uint32_t t) {
-    switch (t) {
-    case SP_GGUF_U8: case SP_GGUF_I8: case SP_GGUF_BOOL: return 1;
-    case SP_GGUF_U16: case SP_GGUF_I16: return 2;
-    case SP_GGUF_U32: case SP_GGUF_I32: case SP_GGUF_F32: return 4;
-    case SP_GGUF_U64: case SP_GGUF_I64: case SP_GGUF_F64: return 8;
-    default: return 0;
-    }
-}
-
 /* Whether a decoded scalar's value fits its declared type; false also for a bool other than 0/1. */
 static bool scalar_fits(const sp_gguf_value *v) {
-    unsigned n = w_scalar_size(v->type);
+    unsigned n = sp_gguf_vtype_size(v->type);
     switch (v->type) {
     case SP_GGUF_BOOL: return v->u64 <= 1;
     case SP_GGUF_U8: case SP_GGUF_U16: case SP_GGUF_U32: return v->u64 >> (8 * n) == 0;
@@ -278,7 +268,7 @@ static bool encode_body(sp_gguf_writer *w, const char *key, wbuf *b, const sp_gg
 static bool encode_array(sp_gguf_writer *w, const char *key, wbuf *b, const sp_gguf_value *v, int level) {
     uint32_t et = v->arr.type;
     uint64_t n = v->arr.n;
-    unsigned size = w_scalar_size(et);
+    unsigned size = sp_gguf_vtype_size(et);
     if (level > GGUF_WRITE_MAX_DEPTH || (et == SP_GGUF_ARRAY && level >= GGUF_WRITE_MAX_DEPTH)) {
         w_fail(w, "gguf writer: key '%s': arrays nested deeper than %d levels", key, GGUF_WRITE_MAX_DEPTH);
         return false;
@@ -324,7 +314,7 @@ static bool encode_body(sp_gguf_writer *w, const char *key, wbuf *b, const sp_gg
         return true;
     }
     if (v->type == SP_GGUF_ARRAY) return encode_array(w, key, b, v, level + 1);
-    unsigned n = w_scalar_size(v->type);
+    unsigned n = sp_gguf_vtype_size(v->type);
     if (!n) {
         w_fail(w, "gguf writer: key '%s': unknown value type %u", key, (unsigned)v->type);
         return false;
