@@ -1012,6 +1012,25 @@ static bool handle_web(sp_http_conn *c, const char *path) {
     return true;
 }
 
+/* Every API path (aliases folded into their canonical name), for 405 answers and metrics. */
+typedef struct {
+    const char *path, *alias, *methods;
+} route;
+
+static const route routes[] = {
+    {"/health", NULL, "GET"}, {"/v1/models", "/models", "GET"}, {"/metrics", NULL, "GET"},
+    {"/v1/chat/completions", "/chat/completions", "POST"}, {"/v1/completions", "/completions", "POST"},
+    {"/tokenize", NULL, "POST"}, {"/detokenize", NULL, "POST"}, {"/apply-template", NULL, "POST"},
+    {"/api/chat", NULL, "POST"}, {"/api/generate", NULL, "POST"}, {"/api/show", NULL, "POST"},
+    {"/api/tags", NULL, "GET"}, {"/api/ps", NULL, "GET"}, {"/api/version", NULL, "GET"},
+};
+
+static const route *find_route(const char *path) {
+    for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++)
+        if (!strcmp(path, routes[i].path) || (routes[i].alias && !strcmp(path, routes[i].alias))) return &routes[i];
+    return NULL;
+}
+
 static void handler(void *ud, sp_http_conn *c, const sp_http_request *req) {
     app_t *a = ud;
     const char *p = req->path;
@@ -1033,31 +1052,20 @@ static void handler(void *ud, sp_http_conn *c, const sp_http_request *req) {
     else if (get && (!strcmp(p, "/api/tags") || !strcmp(p, "/api/ps") || !strcmp(p, "/api/version")))
         handle_ollama_get(a, c, p);
     else {
-        bool known = !strcmp(p, "/health") || !strcmp(p, "/v1/models") || !strcmp(p, "/models") ||
-                     !strcmp(p, "/metrics") || !strcmp(p, "/v1/chat/completions") || !strcmp(p, "/chat/completions") ||
-                     !strcmp(p, "/v1/completions") || !strcmp(p, "/completions") || !strcmp(p, "/tokenize") ||
-                     !strcmp(p, "/detokenize") || !strcmp(p, "/apply-template");
+        const route *rt = find_route(p);
         char msg[300];
-        snprintf(msg, sizeof msg, known ? "method %s is not allowed on %.200s" : "no route for %s %.200s", req->method, p);
-        if (known) sp_http_add_header(c, "Allow", get || !post ? "GET, POST" : "POST");
-        reply_simple_error(c, known ? 405 : 404, NULL, known ? "method_not_allowed" : "not_found", NULL, msg);
+        snprintf(msg, sizeof msg, rt ? "method %s is not allowed on %.200s" : "no route for %s %.200s", req->method, p);
+        if (rt) sp_http_add_header(c, "Allow", rt->methods);
+        reply_simple_error(c, rt ? 405 : 404, NULL, rt ? "method_not_allowed" : "not_found", NULL, msg);
     }
 }
 
 /* Count every finished request by endpoint (aliases folded) and status class. */
 static void on_done(void *ud, const char *method, const char *path, int status) {
     app_t *a = ud;
-    static const char *const known[] = {"/health", "/v1/models", "/metrics", "/v1/chat/completions",
-                                        "/v1/completions", "/tokenize", "/detokenize", "/apply-template",
-                                        "/api/chat", "/api/generate"};
-    const char *ep = "other";
-    if (!strcmp(path, "/chat/completions")) path = "/v1/chat/completions";
-    else if (!strcmp(path, "/completions")) path = "/v1/completions";
-    else if (!strcmp(path, "/models")) path = "/v1/models";
-    for (size_t i = 0; i < sizeof known / sizeof known[0]; i++)
-        if (!strcmp(path, known[i])) ep = known[i];
+    const route *rt = find_route(path);
     (void)method;
-    sp_metrics_request(&a->metrics, ep, status ? status : 499);
+    sp_metrics_request(&a->metrics, rt ? rt->path : "other", status ? status : 499);
 }
 
 /* ----------------------------------------------------------------- run ---- */
