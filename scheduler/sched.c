@@ -35,21 +35,26 @@ struct sp_sched {
 
 /* ---- queue ---- */
 
-int sp_sched_submit(sp_sched *s, sp_job *j) {
+int sp_sched_submit_many(sp_sched *s, sp_job *const *jobs, int n) {
     pthread_mutex_lock(&s->mu);
-    if (s->quit || s->q_len >= s->q_cap) {
-        s->stats.rejected++;
+    if (s->quit || s->q_len + n > s->q_cap) {
+        s->stats.rejected += (uint64_t)n;
         pthread_mutex_unlock(&s->mu);
         return -1;
     }
-    sp_job_ref(j);
-    j->t_submit = sp_now();
-    s->queue[(s->q_head + s->q_len++) % s->q_cap] = j;
-    s->stats.submitted++;
+    double now = sp_now();
+    for (int i = 0; i < n; i++) {
+        sp_job_ref(jobs[i]);
+        jobs[i]->t_submit = now;
+        s->queue[(s->q_head + s->q_len++) % s->q_cap] = jobs[i];
+        s->stats.submitted++;
+    }
     pthread_cond_signal(&s->cv);
     pthread_mutex_unlock(&s->mu);
     return 0;
 }
+
+int sp_sched_submit(sp_sched *s, sp_job *j) { return sp_sched_submit_many(s, &j, 1); }
 
 static sp_job *next_job(sp_sched *s) {
     pthread_mutex_lock(&s->mu);

@@ -44,6 +44,9 @@ sp_sched *sp_sched_new(const sp_model *m, const sp_sched_opts *o, char *err, siz
 void sp_sched_free(sp_sched *s);
 /* Queue a job (the scheduler takes its own reference). -1 when the queue is full. */
 int sp_sched_submit(sp_sched *s, sp_job *j);
+/* Queue n jobs together (the n choices of one request): all of them, or none and -1 when the queue
+ * has no room for all. */
+int sp_sched_submit_many(sp_sched *s, sp_job *const *jobs, int n);
 void sp_sched_get_stats(sp_sched *s, sp_sched_stats *out);
 int32_t sp_sched_n_ctx(const sp_sched *s);
 
