@@ -45,6 +45,7 @@ sp_kv_seq *sp_kv_seq_new(sp_kv *kv, int32_t max_tokens);
 /* Releases its blocks (addressed ones stay cached). */
 void sp_kv_seq_free(sp_kv_seq *s);
 int32_t sp_kv_seq_len(const sp_kv_seq *s);
+sp_kv_type sp_kv_seq_type(const sp_kv_seq *s);
 const int32_t *sp_kv_seq_tokens(const sp_kv_seq *s);
 /* On an empty sequence: attach the longest run of cached full blocks that begins `tokens`, leaving at
  * least one token to compute (its logits are needed). Returns the positions attached: k blocks give

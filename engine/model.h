@@ -73,7 +73,32 @@ void sp_model_free(sp_model *m);
 /* Total bytes of weight data (as stored). */
 uint64_t sp_model_weight_bytes(const sp_model *m);
 
-/* One sequence: KV cache (grows as it fills, up to n_ctx) and scratch. */
+/* ---- the forward pass over a ragged batch (engine/forward.c) ----
+ * A batch is a list of items, each some tokens of one sequence of a paged KV cache (engine/kv.h), at
+ * the positions that follow what the sequence holds. All the batch's tokens go through each matmul
+ * together; attention reads each sequence's own blocks. A token's results never depend on what else
+ * is in the batch (batch invariance: the same logits alone or batched). */
+#include "engine/kv.h"
+
+typedef struct {
+    sp_kv_seq *seq;         /* its K/V are written at [len, len + n): reserve them first (sp_kv_seq_reserve) */
+    const int32_t *tokens;
+    int32_t n;
+    float *logits;          /* NULL: none; else n_vocab floats for the last token, or n rows with all_logits */
+    bool all_logits;
+} sp_batch_item;
+
+typedef struct sp_fwd sp_fwd;
+/* Scratch for batches of up to max_tokens tokens over sequences of up to max_ctx positions. */
+sp_fwd *sp_fwd_new(const sp_model *m, int32_t max_tokens, int32_t max_ctx, char *err, size_t errlen);
+void sp_fwd_free(sp_fwd *f);
+int32_t sp_fwd_max_tokens(const sp_fwd *f);
+/* Run the batch; each item's tokens are then committed to its sequence (sp_kv_seq_commit). Returns 0,
+ * or -1 with err set (bad token id, too many tokens, unreserved positions); nothing is committed then. */
+int sp_fwd_eval(sp_fwd *f, sp_batch_item *items, int n_items, char *err, size_t errlen);
+
+/* One sequence with a private KV pool (for `sparrow run`, bench, tests): positions up to n_ctx, the
+ * pool's memory committed only as it fills. */
 typedef struct sp_ctx sp_ctx;
 /* n_ctx <= 0: the model's training context. */
 sp_ctx *sp_ctx_new(const sp_model *m, int32_t n_ctx, char *err, size_t errlen);

@@ -400,32 +400,28 @@ static void avx2_swiglu(float *out, const float *gate, const float *up, int64_t 
     }
 }
 
-/* out = Σ_p s[p] v_p over nv 8-float vectors, accumulated in registers (nv a constant when inlined). */
+/* out = Σ_p s[p] v_p over nv 8-float vectors, accumulated in registers (nv a constant when inlined);
+ * positions in blocks of blk (vb[p / blk] + (p % blk) · stride). */
 static inline __attribute__((always_inline)) void
-weighted_sum(float *out, const float *s, const float *v, int64_t n_kv, int64_t stride, int64_t nv) {
+weighted_sum(float *out, const float *s, const float *const *vb, int64_t blk, int64_t n_kv, int64_t stride, int64_t nv) {
     __m256 acc[16];
     for (int64_t i = 0; i < nv; i++) acc[i] = _mm256_setzero_ps();
-    for (int64_t p = 0; p < n_kv; p++) {
-        __m256 sp = _mm256_set1_ps(s[p]);
-        const float *vp = v + p * stride;
-        for (int64_t i = 0; i < nv; i++) acc[i] = _mm256_fmadd_ps(sp, _mm256_loadu_ps(vp + 8 * i), acc[i]);
+    for (int64_t p0 = 0; p0 < n_kv; p0 += blk) {
+        const float *v = vb[p0 / blk];
+        int64_t n = n_kv - p0 < blk ? n_kv - p0 : blk;
+        for (int64_t p = 0; p < n; p++) {
+            __m256 sp = _mm256_set1_ps(s[p0 + p]);
+            const float *vp = v + p * stride;
+            for (int64_t i = 0; i < nv; i++) acc[i] = _mm256_fmadd_ps(sp, _mm256_loadu_ps(vp + 8 * i), acc[i]);
+        }
     }
     for (int64_t i = 0; i < nv; i++) _mm256_storeu_ps(out + 8 * i, acc[i]);
 }
 
-/* Scores 4 positions at a time (one horizontal reduction per 4), the softmax, then the weighted sum
- * of V kept in registers for head dims up to 128 (the common 64 and 128), else through memory. */
-static void avx2_attend(float *out, const float *q, const float *k, const float *v, int64_t n_kv, int64_t hd,
-                        int64_t stride, float scale, float *scores) {
-    if (hd % 8) {
-        for (int64_t p = 0; p < n_kv; p++) scores[p] = dot_f32(q, k + p * stride, hd) * scale;
-        avx2_softmax(scores, n_kv);
-        memset(out, 0, (size_t)hd * sizeof *out);
-        for (int64_t p = 0; p < n_kv; p++) avx2_axpy(out, scores[p], v + p * stride, hd);
-        return;
-    }
+/* Scores of n positions k + p · stride into scores[0, n), 4 at a time (one horizontal reduction per 4). */
+static void scores_run(float *scores, const float *q, const float *k, int64_t n, int64_t hd, int64_t stride, float scale) {
     int64_t p = 0;
-    for (; p + 4 <= n_kv; p += 4) {
+    for (; p + 4 <= n; p += 4) {
         const float *k0 = k + p * stride, *k1 = k0 + stride, *k2 = k1 + stride, *k3 = k2 + stride;
         __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps(), s2 = _mm256_setzero_ps(), s3 = _mm256_setzero_ps();
         for (int64_t i = 0; i < hd; i += 8) {
@@ -441,16 +437,45 @@ static void avx2_attend(float *out, const float *q, const float *k, const float 
         __m128 r = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
         _mm_storeu_ps(scores + p, _mm_mul_ps(r, _mm_set1_ps(scale)));
     }
-    for (; p < n_kv; p++) scores[p] = dot_f32(q, k + p * stride, hd) * scale;
+    for (; p < n; p++) {
+        /* the same reduction as a group of 4, so a position's score never depends on its neighbours */
+        __m256 s0 = _mm256_setzero_ps();
+        const float *k0 = k + p * stride;
+        for (int64_t i = 0; i < hd; i += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), _mm256_loadu_ps(k0 + i), s0);
+        __m256 h = _mm256_hadd_ps(s0, s0);
+        h = _mm256_hadd_ps(h, h);
+        __m128 r = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+        scores[p] = _mm_cvtss_f32(r) * scale;
+    }
+}
+
+/* Scores per block, the softmax, then the weighted sum of V kept in registers for head dims up to
+ * 128 (the common 64 and 128), else through memory. hd not a multiple of 8: plain dot products. */
+static void avx2_attend_paged(float *out, const float *q, const float *const *kb, const float *const *vb, int64_t blk,
+                              int64_t n_kv, int64_t hd, int64_t stride, float scale, float *scores) {
+    if (hd % 8) {
+        for (int64_t p = 0; p < n_kv; p++) scores[p] = dot_f32(q, kb[p / blk] + (p % blk) * stride, hd) * scale;
+        avx2_softmax(scores, n_kv);
+        memset(out, 0, (size_t)hd * sizeof *out);
+        for (int64_t p = 0; p < n_kv; p++) avx2_axpy(out, scores[p], vb[p / blk] + (p % blk) * stride, hd);
+        return;
+    }
+    for (int64_t p0 = 0; p0 < n_kv; p0 += blk)
+        scores_run(scores + p0, q, kb[p0 / blk], n_kv - p0 < blk ? n_kv - p0 : blk, hd, stride, scale);
     avx2_softmax(scores, n_kv);
     if (hd > 128) {
         memset(out, 0, (size_t)hd * sizeof *out);
-        for (p = 0; p < n_kv; p++) avx2_axpy(out, scores[p], v + p * stride, hd);
+        for (int64_t p = 0; p < n_kv; p++) avx2_axpy(out, scores[p], vb[p / blk] + (p % blk) * stride, hd);
         return;
     }
-    if (hd == 64) weighted_sum(out, scores, v, n_kv, stride, 8);
-    else if (hd == 128) weighted_sum(out, scores, v, n_kv, stride, 16);
-    else weighted_sum(out, scores, v, n_kv, stride, hd / 8);
+    if (hd == 64) weighted_sum(out, scores, vb, blk, n_kv, stride, 8);
+    else if (hd == 128) weighted_sum(out, scores, vb, blk, n_kv, stride, 16);
+    else weighted_sum(out, scores, vb, blk, n_kv, stride, hd / 8);
+}
+
+static void avx2_attend(float *out, const float *q, const float *k, const float *v, int64_t n_kv, int64_t hd,
+                        int64_t stride, float scale, float *scores) {
+    avx2_attend_paged(out, q, &k, &v, n_kv > 0 ? n_kv : 1, n_kv, hd, stride, scale, scores);
 }
 
 static void ref_rope(float *v, int64_t n_heads, int64_t head_dim, int64_t n_rot, int64_t pos,
@@ -474,6 +499,7 @@ static const sp_kernels avx2_table = {
     .dot = dot_f32,
     .axpy = avx2_axpy,
     .attend = avx2_attend,
+    .attend_paged = avx2_attend_paged,
 };
 
 /* The CPU check lives in select.c (built without AVX2 flags). */

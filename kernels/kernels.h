@@ -56,6 +56,10 @@ typedef struct sp_kernels {
      * k_p = k + p·stride and v_p = v + p·stride (hd floats each); scores has room for n_kv floats. */
     void (*attend)(float *out, const float *q, const float *k, const float *v, int64_t n_kv, int64_t hd,
                    int64_t stride, float scale, float *scores);
+    /* attend over a paged cache: position p is kb[p / blk] + (p % blk) · stride (vb likewise).
+     * Same results as attend on the same values. NULL slot: the engine gathers rows and calls attend. */
+    void (*attend_paged)(float *out, const float *q, const float *const *kb, const float *const *vb, int64_t blk,
+                         int64_t n_kv, int64_t hd, int64_t stride, float scale, float *scores);
 } sp_kernels;
 
 const sp_kernels *sp_kernels_ref(void);

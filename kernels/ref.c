@@ -115,6 +115,14 @@ static void ref_attend(float *out, const float *q, const float *k, const float *
     for (int64_t p = 0; p < n_kv; p++) ref_axpy(out, scores[p], v + p * stride, hd);
 }
 
+static void ref_attend_paged(float *out, const float *q, const float *const *kb, const float *const *vb, int64_t blk,
+                             int64_t n_kv, int64_t hd, int64_t stride, float scale, float *scores) {
+    for (int64_t p = 0; p < n_kv; p++) scores[p] = ref_dot(q, kb[p / blk] + (p % blk) * stride, hd) * scale;
+    ref_softmax(scores, n_kv);
+    for (int64_t i = 0; i < hd; i++) out[i] = 0.0f;
+    for (int64_t p = 0; p < n_kv; p++) ref_axpy(out, scores[p], vb[p / blk] + (p % blk) * stride, hd);
+}
+
 static const sp_kernels ref_table = {
     .name = "ref",
     .matmul = ref_matmul,
@@ -126,6 +134,7 @@ static const sp_kernels ref_table = {
     .dot = ref_dot,
     .axpy = ref_axpy,
     .attend = ref_attend,
+    .attend_paged = ref_attend_paged,
 };
 
 const sp_kernels *sp_kernels_ref(void) { return &ref_table; }
