@@ -7,7 +7,7 @@ source "$(dirname "$0")/server_common.sh"
 M=$SH/models/stories260K.gguf
 REF=$SH/models/reference/stories260K.json
 # the counters the batching scheduler exports (sp_sched_stats: steps, step_seqs, step_tokens)
-BATCH_METRICS="sparrow_batch_steps_total sparrow_batch_sequences_total sparrow_batch_tokens_total"
+BATCH_METRICS="sparrow_batch_steps_total sparrow_batch_seqs_total sparrow_batch_tokens_total"
 start_server batching -m "$M" --ctx 512 || exit 1
 
 # the 4 reference prompts first (their lone text must begin their reference continuation), then 4
@@ -68,7 +68,7 @@ done
 # ---- (b) all 8 at once, twice (streaming odd ones, then even ones). The curls wait behind a lock
 # the shell holds and start together when it lets go.
 curl -s "$BASE/metrics" >"$T/metrics"
-steps0=$(metric sparrow_batch_steps_total); seqs0=$(metric sparrow_batch_sequences_total)
+steps0=$(metric sparrow_batch_steps_total); seqs0=$(metric sparrow_batch_seqs_total)
 for round in 1 2; do
   exec 9>"$T/gate"; flock -x 9
   pids=()
@@ -97,7 +97,7 @@ for round in 1 2; do
   done
 done
 curl -s "$BASE/metrics" >"$T/metrics"
-steps1=$(metric sparrow_batch_steps_total); seqs1=$(metric sparrow_batch_sequences_total)
+steps1=$(metric sparrow_batch_steps_total); seqs1=$(metric sparrow_batch_seqs_total)
 if [ -n "$steps0" ] && [ -n "$steps1" ] && [ -n "$seqs0" ] && [ -n "$seqs1" ] && [ "$steps1" != "$steps0" ]; then
   echo "info: concurrent rounds: $((steps1 - steps0)) steps carried $((seqs1 - seqs0)) sequence-steps" \
        "(mean batch $("$PY" -c "print(round(($seqs1 - $seqs0) / ($steps1 - $steps0), 2))"))"
@@ -132,7 +132,7 @@ for m in $BATCH_METRICS; do
   elif [ "$v" -gt 0 ] 2>/dev/null; then pass "/metrics: $m $v"
   else fail "/metrics: $m is '$v', want a count > 0"; fi
 done
-st=$(metric sparrow_batch_steps_total); sq=$(metric sparrow_batch_sequences_total); tk=$(metric sparrow_batch_tokens_total)
+st=$(metric sparrow_batch_steps_total); sq=$(metric sparrow_batch_seqs_total); tk=$(metric sparrow_batch_tokens_total)
 if [ -n "$st" ] && [ -n "$sq" ] && [ -n "$tk" ]; then
   [ "$sq" -ge "$st" ] && [ "$tk" -ge "$sq" ] && pass "batch counters: tokens >= sequence-steps >= steps" ||
     fail "batch counters do not add up: steps $st, sequence-steps $sq, tokens $tk"

@@ -6,6 +6,7 @@
 #   2: P1 + ~40 tokens                    cached_tokens >= 960; text == a fresh server's text
 #   4: an unrelated prompt                (so the last request's prefix is not the one to hit)
 #   3: the first half of P1 + other text  cached_tokens in [400, 520]; text == a fresh server's
+# /metrics: sparrow_prompt_tokens_cached_total = the responses' sum; sparrow_prefix_hit_tokens_total.
 source "$(dirname "$0")/common.sh"
 source "$(dirname "$0")/server_common.sh"
 MAXT=24
@@ -96,6 +97,11 @@ total=0; for r in r1 r2 r4 r3; do [ -s "$T/$r" ] && total=$((total + $(cached "$
 curl -s "$BASE/metrics" >"$T/metrics"
 m=$(awk '$1 == "sparrow_prompt_tokens_cached_total" {print $2}' "$T/metrics")
 [ "$m" = "$total" ] && pass "/metrics sparrow_prompt_tokens_cached_total = $m" || fail "/metrics cached tokens '$m', responses say $total"
+# the KV pool's own count of prompt tokens served from cached blocks (request 2 alone brings 960+)
+h=$(awk '$1 == "sparrow_prefix_hit_tokens_total" {print $2}' "$T/metrics")
+if [ -z "$h" ]; then fail "/metrics lacks sparrow_prefix_hit_tokens_total (the paged KV cache's counters are not exported yet)"
+elif [ "$h" -ge 960 ]; then pass "/metrics sparrow_prefix_hit_tokens_total $h"
+else fail "/metrics sparrow_prefix_hit_tokens_total is $h, want >= 960"; fi
 
 # the same requests 2 and 3, each on a fresh server (nothing cached): exactly the same text
 start_server fresh2 --ctx 2048 || exit 1
