@@ -68,9 +68,16 @@ const sp_kernels *sp_kernels_ref(void);
 void sp_rope_angles(float *cs, int64_t n_rot, int64_t pos, float theta_base, const float *freq_factors);
 /* AVX2+FMA+F16C table, or NULL when this build or CPU lacks it. */
 const sp_kernels *sp_kernels_avx2(void);
-/* The table to use: `force` ("ref", "avx2", ...) when given and non-empty, else the environment
- * variable SPARROW_KERNELS when set, else the fastest the CPU supports. NULL if `force` (or the
- * variable) names a table that is unknown or unsupported here. */
+/* AArch64 NEON tables (kernels/neon.c), or NULL when this build or CPU lacks them. Levels:
+ * SP_NEON_BASE "neon" (ARMv8.0 Advanced SIMD), SP_NEON_DOTPROD "neon-dotprod" (+ SDOT),
+ * SP_NEON_I8MM "neon-i8mm" (+ SDOT and SMMLA). sp_kernels_neon(): the highest level the CPU has. */
+enum { SP_NEON_BASE = 0, SP_NEON_DOTPROD = 1, SP_NEON_I8MM = 2 };
+const sp_kernels *sp_kernels_neon_at(int level);
+const sp_kernels *sp_kernels_neon(void);
+/* The table to use: `force` ("ref", "avx2", "neon", "neon-dotprod", "neon-i8mm") when given and
+ * non-empty, else the environment variable SPARROW_KERNELS when set, else the fastest the CPU
+ * supports ("auto" names that choice too). NULL if `force` (or the variable) names a table that is
+ * unknown or unsupported here. */
 const sp_kernels *sp_kernels_select(const char *force);
 /* Names of the tables this build knows, comma-separated (for --help and errors). */
 const char *sp_kernels_names(void);

@@ -1,6 +1,7 @@
-/* kernels/select.c — picks the kernel table at start-up: the CPU's features (cpuid), overridable
- * by name (--kernels, or SPARROW_KERNELS) so tests and benchmarks can force one. Built without ISA
- * flags: it must run on any CPU. */
+/* kernels/select.c — picks the kernel table at start-up from the CPU's features (x86-64: cpuid;
+ * AArch64: the kernel's AT_HWCAP / AT_HWCAP2 bits), overridable by name (--kernels, or
+ * SPARROW_KERNELS) so tests and benchmarks can force one. Built without ISA flags: it must run on any
+ * CPU. */
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -10,8 +11,20 @@
 #if defined(__x86_64__)
 #include <cpuid.h>
 #endif
+#if defined(__aarch64__) && defined(__linux__)
+#include <sys/auxv.h>
+/* arm64 hwcap bits (Linux uapi asm/hwcap.h), for C libraries whose headers lack the newer ones */
+#define SP_HWCAP_FP (1ul << 0)
+#define SP_HWCAP_ASIMD (1ul << 1)
+#define SP_HWCAP_ASIMDDP (1ul << 20)
+#define SP_HWCAP2_I8MM (1ul << 13)
+#ifndef AT_HWCAP2
+#define AT_HWCAP2 26
+#endif
+#endif
 
-const sp_kernels *sp_kernels_avx2_table(void); /* avx2.c: NULL when not built */
+const sp_kernels *sp_kernels_avx2_table(void);          /* avx2.c: NULL when not built */
+const sp_kernels *sp_kernels_neon_table(int level);     /* neon.c: NULL when not built */
 
 /* AVX2 + FMA + F16C, and the OS saves the YMM state (OSXSAVE + XCR0 bits 1, 2). */
 static bool cpu_has_avx2(void) {
@@ -31,19 +44,58 @@ static bool cpu_has_avx2(void) {
 #endif
 }
 
+/* The highest NEON level the CPU runs (SP_NEON_*), -1 for none. i8mm counts only with dotprod (every
+ * CPU with I8MM has it; the i8mm table uses SDOT for single tokens). */
+static int cpu_neon_level(void) {
+#if defined(__aarch64__) && defined(__linux__)
+    unsigned long hw = getauxval(AT_HWCAP), hw2 = getauxval(AT_HWCAP2);
+    if ((hw & (SP_HWCAP_FP | SP_HWCAP_ASIMD)) != (SP_HWCAP_FP | SP_HWCAP_ASIMD)) return -1;
+    if (!(hw & SP_HWCAP_ASIMDDP)) return SP_NEON_BASE;
+    return hw2 & SP_HWCAP2_I8MM ? SP_NEON_I8MM : SP_NEON_DOTPROD;
+#elif defined(__aarch64__)
+    return SP_NEON_BASE; /* Advanced SIMD is part of every AArch64 CPU; extensions not probed here */
+#else
+    return -1;
+#endif
+}
+
 const sp_kernels *sp_kernels_avx2(void) {
     return cpu_has_avx2() ? sp_kernels_avx2_table() : NULL;
 }
 
-const char *sp_kernels_names(void) { return "ref, avx2"; }
+const sp_kernels *sp_kernels_neon_at(int level) {
+    if (level < SP_NEON_BASE || level > SP_NEON_I8MM || level > cpu_neon_level()) return NULL;
+    return sp_kernels_neon_table(level);
+}
+
+const sp_kernels *sp_kernels_neon(void) {
+    for (int l = SP_NEON_I8MM; l >= SP_NEON_BASE; l--)
+        if (sp_kernels_neon_at(l)) return sp_kernels_neon_at(l);
+    return NULL;
+}
+
+static const char *const neon_names[] = {"neon", "neon-dotprod", "neon-i8mm"}; /* by SP_NEON_* level */
+
+const char *sp_kernels_names(void) {
+#if defined(__x86_64__)
+    return "ref, avx2";
+#elif defined(__aarch64__)
+    return "ref, neon, neon-dotprod, neon-i8mm";
+#else
+    return "ref";
+#endif
+}
 
 const sp_kernels *sp_kernels_select(const char *force) {
     if (!force || !*force) force = getenv("SPARROW_KERNELS");
     if (force && *force) {
         if (!strcasecmp(force, "ref")) return sp_kernels_ref();
         if (!strcasecmp(force, "avx2")) return sp_kernels_avx2();
+        for (int l = SP_NEON_BASE; l <= SP_NEON_I8MM; l++)
+            if (!strcasecmp(force, neon_names[l])) return sp_kernels_neon_at(l);
         if (strcasecmp(force, "auto")) return NULL;
     }
     const sp_kernels *k = sp_kernels_avx2();
+    if (!k) k = sp_kernels_neon();
     return k ? k : sp_kernels_ref();
 }

@@ -1,5 +1,6 @@
-/* tests/unit/test_kernels.c — every kernel table compiled here (and usable on this CPU) against the
- * scalar reference: matmul for every weight format over many shapes (odd row counts, n_in from 32 to
+/* tests/unit/test_kernels.c — every kernel table compiled here (and usable on this CPU: avx2 on
+ * x86-64; neon, neon-dotprod and neon-i8mm on AArch64, each variant the CPU has) against the scalar
+ * reference: matmul for every weight format over many shapes (odd row counts, n_in from 32 to
  * thousands, 256-multiples for K-quants, 1 to many tokens, 1 to 4 threads), the packed layouts'
  * contents, the other ops, the thread pool and the table selection.
  * Matmul tolerances: a packed (int8-activation) matmul must equal, up to f32 rounding, the exact dot
@@ -29,6 +30,8 @@ static const sp_kernels *fast_tables[4];
 static int n_fast_tables(void) {
     int n = 0;
     if (sp_kernels_avx2()) fast_tables[n++] = sp_kernels_avx2();
+    for (int l = SP_NEON_BASE; l <= SP_NEON_I8MM; l++)
+        if (sp_kernels_neon_at(l)) fast_tables[n++] = sp_kernels_neon_at(l);
     return n;
 }
 
@@ -153,22 +156,24 @@ Test(kernels, matmul_every_thread_count) {
 Test(kernels, matmul_results_independent_of_threads) {
     int nt = n_fast_tables();
     if (!nt) cr_skip_test("no fast table on this CPU");
-    const sp_kernels *k = fast_tables[0];
-    sp_mat w = make_mat(SP_TYPE_Q4_0, 1024, 203);
-    k->pack(&w);
-    float *x = make_x(1024 * 6);
-    float y1[203 * 6], yn[203 * 6];
-    k->matmul(&w, x, y1, 6, NULL);
-    for (int thr = 1; thr <= 4; thr++) {
-        sp_pool *p = sp_pool_new(thr);
-        for (int rep = 0; rep < 20; rep++) {
-            k->matmul(&w, x, yn, 6, p);
-            cr_assert(!memcmp(y1, yn, sizeof y1), "threads %d rep %d differ", thr, rep);
+    for (int ti = 0; ti < nt; ti++) {
+        const sp_kernels *k = fast_tables[ti];
+        sp_mat w = make_mat(SP_TYPE_Q4_0, 1024, 203);
+        k->pack(&w);
+        float *x = make_x(1024 * 7);
+        float y1[203 * 7], yn[203 * 7];
+        k->matmul(&w, x, y1, 7, NULL);
+        for (int thr = 1; thr <= 4; thr++) {
+            sp_pool *p = sp_pool_new(thr);
+            for (int rep = 0; rep < 20; rep++) {
+                k->matmul(&w, x, yn, 7, p);
+                cr_assert(!memcmp(y1, yn, sizeof y1), "%s threads %d rep %d differ", k->name, thr, rep);
+            }
+            sp_pool_free(p);
         }
-        sp_pool_free(p);
+        free(x);
+        free_mat(&w);
     }
-    free(x);
-    free_mat(&w);
 }
 
 Test(kernels, matmul_reference_unchanged_by_pool) {
@@ -318,11 +323,13 @@ Test(kernels, attend_matches_reference) {
 Test(kernels, softmax_extremes) {
     int nt = n_fast_tables();
     if (!nt) cr_skip_test("no fast table on this CPU");
-    float x[20];
-    for (int i = 0; i < 20; i++) x[i] = i == 3 ? 100.0f : -100.0f - (float)i * 10.0f;
-    fast_tables[0]->softmax(x, 20);
-    cr_assert_float_eq(x[3], 1.0f, 1e-6);
-    for (int i = 0; i < 20; i++) cr_assert(x[i] >= 0.0f && x[i] <= 1.0f && !isnan(x[i]));
+    for (int ti = 0; ti < nt; ti++) {
+        float x[20];
+        for (int i = 0; i < 20; i++) x[i] = i == 3 ? 100.0f : -100.0f - (float)i * 10.0f;
+        fast_tables[ti]->softmax(x, 20);
+        cr_assert_float_eq(x[3], 1.0f, 1e-6, "%s", fast_tables[ti]->name);
+        for (int i = 0; i < 20; i++) cr_assert(x[i] >= 0.0f && x[i] <= 1.0f && !isnan(x[i]), "%s", fast_tables[ti]->name);
+    }
 }
 
 /* ---- pool ---- */
@@ -381,6 +388,22 @@ Test(kernels, select_by_name) {
         cr_assert_eq(sp_kernels_select("avx2"), sp_kernels_avx2());
         cr_assert_eq(def, sp_kernels_avx2());
     }
+    /* each NEON variant by name (NULL where the CPU lacks it), the best one by default */
+    static const char *neon_names[] = {"neon", "neon-dotprod", "neon-i8mm"};
+    for (int l = SP_NEON_BASE; l <= SP_NEON_I8MM; l++) {
+        const sp_kernels *k = sp_kernels_neon_at(l);
+        cr_assert_eq(sp_kernels_select(neon_names[l]), k, "%s", neon_names[l]);
+        if (k) {
+            cr_assert_str_eq(k->name, neon_names[l]);
+            cr_assert(strstr(sp_kernels_names(), neon_names[l]), "%s not in '%s'", neon_names[l], sp_kernels_names());
+            cr_assert(l == SP_NEON_BASE || sp_kernels_neon_at(l - 1), "%s without the level below", neon_names[l]);
+        }
+    }
+    const sp_kernels *best = NULL;
+    for (int l = SP_NEON_BASE; l <= SP_NEON_I8MM; l++)
+        if (sp_kernels_neon_at(l)) best = sp_kernels_neon_at(l);
+    cr_assert_eq(sp_kernels_neon(), best);
+    if (best) cr_assert_eq(def, best);
     setenv("SPARROW_KERNELS", "ref", 1);
     cr_assert_eq(sp_kernels_select(NULL), sp_kernels_ref());
     cr_assert_eq(sp_kernels_select("auto"), def); /* a name given wins over the variable */
