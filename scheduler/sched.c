@@ -1,8 +1,16 @@
-/* scheduler/sched.c — the job queue and the engine thread (first version: one job at a time).
- * The engine thread owns the sequence context. For each job: reuse the KV of the longest prefix the
- * prompt shares with what the context already holds, evaluate the rest of the prompt in chunks
- * (checking cancel between chunks), then sample token by token: detokenize (whole UTF-8 only), match
- * stop strings, push events to the job's outbox, stop on end-of-generation / max_tokens / cancel. */
+/* scheduler/sched.c — the job queue and the engine thread: continuous batching (sched.h).
+ * The engine thread owns the KV pool (engine/kv.h), the forward scratch and the running sequences.
+ * One step:
+ *   1. admit queued jobs while a sequence slot is free and the KV blocks their prompts need (beyond
+ *      what the prefix index already holds) can be had; a job whose prompt begins like a prompt
+ *      still being prefilled waits for it, so siblings and repeated system prompts share blocks;
+ *   2. retire cancelled sequences;
+ *   3. batch: the next token of every decoding sequence, then prompt chunks of prefilling ones up
+ *      to the step's token budget (a long prompt never stalls running streams for long);
+ *   4. one forward pass; then per sequence with logits: sample, detokenize, match stop strings,
+ *      emit to the job's outbox, and retire it when done.
+ * Each sequence has its own sampler (its own seeded RNG), and the forward pass is batch-invariant,
+ * so a request gives the same tokens alone or among others. */
 #include "scheduler/sched.h"
 
 #include <math.h>
@@ -13,15 +21,34 @@
 
 #include "scheduler/stop.h"
 
-#define PROMPT_CHUNK 64 /* prompt tokens per eval call: cancel is checked between chunks */
+typedef enum { PHASE_PREFILL, PHASE_DECODE } phase_t;
+
+typedef struct {
+    sp_job *job;
+    sp_kv_seq *kv;
+    sp_sampler *smp;
+    sp_detok d;
+    sp_stop st;
+    phase_t phase;
+    int32_t fed;          /* prompt tokens in the KV cache (cached + computed) */
+    int32_t next_tok;     /* decode: the token to feed this step */
+    float *logits;        /* n_vocab */
+    bool in_batch, want_logits;
+    int32_t chunk;        /* prompt tokens fed this step */
+} seq_t;
 
 struct sp_sched {
     const sp_model *m;
-    sp_ctx *ctx;
-    int32_t *kv_tokens;   /* the tokens whose K/V the context holds, in order */
-    int32_t n_kv_tokens;
-    float *logits;
+    int32_t n_ctx, max_seqs, step_tokens;
+    sp_kv *kv;
+    sp_fwd *fwd;
     float *raw;           /* copy of the logits for logprobs */
+    char *piece;          /* one detokenized token */
+    int32_t piece_cap;
+    seq_t *seqs;          /* [max_seqs], the first n_run in use, in admission order */
+    int32_t n_run;
+    sp_batch_item *items;
+    seq_t **item_seq;
 
     pthread_t thread;
     pthread_mutex_t mu;
@@ -29,7 +56,6 @@ struct sp_sched {
     bool quit;
     sp_job **queue;       /* ring buffer */
     int32_t q_head, q_len, q_cap;
-    sp_job *current;
     sp_sched_stats stats;
 };
 
@@ -56,64 +82,16 @@ int sp_sched_submit_many(sp_sched *s, sp_job *const *jobs, int n) {
 
 int sp_sched_submit(sp_sched *s, sp_job *j) { return sp_sched_submit_many(s, &j, 1); }
 
-static sp_job *next_job(sp_sched *s) {
-    pthread_mutex_lock(&s->mu);
-    while (!s->quit && s->q_len == 0) pthread_cond_wait(&s->cv, &s->mu);
-    sp_job *j = NULL;
-    if (!s->quit) {
-        j = s->queue[s->q_head];
-        s->q_head = (s->q_head + 1) % s->q_cap;
-        s->q_len--;
-        s->current = j;
-    }
-    pthread_mutex_unlock(&s->mu);
-    return j;
-}
-
-static void job_done(sp_sched *s, sp_job *j, sp_finish f) {
-    pthread_mutex_lock(&s->mu);
-    s->current = NULL;
-    if (f == SP_FINISH_CANCELLED) s->stats.cancelled++;
-    else if (f == SP_FINISH_ERROR) s->stats.failed++;
-    else s->stats.completed++;
-    s->stats.prompt_tokens += (uint64_t)j->n_prompt_tokens;
-    s->stats.cached_tokens += (uint64_t)j->n_cached_tokens;
-    s->stats.generated_tokens += (uint64_t)j->n_gen_tokens;
-    pthread_mutex_unlock(&s->mu);
-}
-
 void sp_sched_get_stats(sp_sched *s, sp_sched_stats *out) {
     pthread_mutex_lock(&s->mu);
     *out = s->stats;
     out->queue_depth = s->q_len;
-    out->running = s->current != NULL;
     pthread_mutex_unlock(&s->mu);
 }
 
-int32_t sp_sched_n_ctx(const sp_sched *s) { return sp_ctx_n_ctx(s->ctx); }
-
-/* ---- one job ---- */
+int32_t sp_sched_n_ctx(const sp_sched *s) { return s->n_ctx; }
 
 static bool cancelled(const sp_job *j) { return atomic_load(&j->cancel); }
-
-/* Evaluate the prompt, reusing the cached prefix. Returns 0, 1 if cancelled, -1 on error. */
-static int eval_prompt(sp_sched *s, sp_job *j, char *err, size_t errlen) {
-    const int32_t *p = j->p.prompt;
-    int32_t n = j->p.n_prompt, common = 0;
-    while (common < n && common < s->n_kv_tokens && s->kv_tokens[common] == p[common]) common++;
-    if (common == n) common--; /* the last prompt token must be evaluated to get its logits */
-    sp_ctx_truncate(s->ctx, common);
-    s->n_kv_tokens = common;
-    j->n_cached_tokens = common;
-    for (int32_t at = common; at < n; at += PROMPT_CHUNK) {
-        if (cancelled(j)) return 1;
-        int32_t len = n - at < PROMPT_CHUNK ? n - at : PROMPT_CHUNK;
-        if (sp_ctx_eval(s->ctx, p + at, len, s->logits, false, err, errlen) != 0) return -1;
-        memcpy(s->kv_tokens + at, p + at, (size_t)len * sizeof *p);
-        s->n_kv_tokens = at + len;
-    }
-    return 0;
-}
 
 /* log-softmax data of the raw logits: the chosen token's logprob and the top alternatives. */
 static void fill_logprobs(const float *raw, int32_t n_vocab, int32_t tok, int32_t n_top, sp_job_event *ev) {
@@ -166,111 +144,283 @@ static void flush_tail(sp_job *j, sp_detok *d, sp_stop *st) {
     else free(out);
 }
 
-static sp_finish generate(sp_sched *s, sp_job *j, sp_sampler *smp) {
-    const sp_model *m = s->m;
-    int32_t n_vocab = m->hp.n_vocab;
-    sp_detok d;
-    sp_detok_init(&d, m->tok, false);
-    sp_stop st;
-    sp_stop_init(&st, j->p.stop, j->p.n_stop);
-    int32_t cap = sp_detok_max_bytes(m->tok);
-    char *piece = malloc((size_t)cap + 1);
-    if (!piece) abort();
-    sp_finish f = SP_FINISH_NONE;
-    char err[256];
-    while (f == SP_FINISH_NONE) {
-        if (cancelled(j)) { f = SP_FINISH_CANCELLED; break; }
-        bool want_lp = j->p.top_logprobs >= 0;
-        if (want_lp) memcpy(s->raw, s->logits, (size_t)n_vocab * sizeof(float));
-        int32_t tok = sp_sampler_sample(smp, s->logits);
-        sp_sampler_accept(smp, tok);
-        if (j->n_gen_tokens++ == 0) j->t_first_token = sp_now();
-        sp_job_event lp;
-        if (want_lp) fill_logprobs(s->raw, n_vocab, tok, j->p.top_logprobs, &lp);
-        if (!j->p.ignore_eos && sp_tok_is_eog(m->tok, tok)) { f = SP_FINISH_STOP; break; }
-        int32_t n = sp_detok_push(&d, tok, piece, cap);
-        char *out;
-        size_t out_len;
-        bool matched = sp_stop_feed(&st, piece, n > 0 ? (size_t)n : 0, &out, &out_len);
-        push_text(j, out, out_len, tok, want_lp ? &lp : NULL);
-        if (matched) { f = SP_FINISH_STOP; break; }
-        if (j->p.max_tokens >= 0 && j->n_gen_tokens >= j->p.max_tokens) { f = SP_FINISH_LENGTH; break; }
-        if (sp_ctx_n_past(s->ctx) >= sp_ctx_n_ctx(s->ctx)) { f = SP_FINISH_LENGTH; break; }
-        if (sp_ctx_eval(s->ctx, &tok, 1, s->logits, false, err, sizeof err) != 0) {
-            s->n_kv_tokens = sp_ctx_n_past(s->ctx);
-            f = SP_FINISH_ERROR;
-            break;
-        }
-        s->kv_tokens[s->n_kv_tokens++] = tok;
-    }
-    if (f == SP_FINISH_STOP || f == SP_FINISH_LENGTH) flush_tail(j, &d, &st);
-    if (f == SP_FINISH_ERROR) snprintf(j->error, sizeof j->error, "%s", err);
-    sp_stop_free(&st);
-    free(piece);
-    return f;
+/* ---- sequences ---- */
+
+/* Copy the KV pool's figures into the stats (mutex held). */
+static void kv_stats_locked(sp_sched *s) {
+    sp_kv_stats ks;
+    sp_kv_get_stats(s->kv, &ks);
+    s->stats.kv_blocks_total = ks.total, s->stats.kv_blocks_used = ks.used;
+    s->stats.kv_blocks_cached = ks.cached, s->stats.kv_blocks_free = ks.free;
+    s->stats.prefix_hit_tokens = ks.hit_tokens;
 }
 
-/* Prompt, then generation. On error, err and *status (400: the request, 500: the engine) say why. */
-static sp_finish process(sp_sched *s, sp_job *j, char *err, size_t errlen, int *status) {
-    int32_t n_ctx = sp_ctx_n_ctx(s->ctx);
-    if (j->p.n_prompt <= 0 || j->p.n_prompt >= n_ctx) {
-        snprintf(err, errlen, "the prompt has %d tokens but the context holds %d (at most %d prompt tokens)",
-                 j->p.n_prompt, n_ctx, n_ctx - 1);
-        *status = 400;
-        return SP_FINISH_ERROR;
-    }
-    int rc = eval_prompt(s, j, err, errlen);
-    if (rc != 0) {
-        *status = 500;
-        return rc > 0 ? SP_FINISH_CANCELLED : SP_FINISH_ERROR;
-    }
-    sp_job_set_started(j);
-    sp_sampler *smp = sp_sampler_new(&j->p.sampling, s->m->hp.n_vocab);
-    if (!smp) abort();
-    sp_finish f = generate(s, j, smp);
-    sp_sampler_free(smp);
-    if (f == SP_FINISH_ERROR) {
-        snprintf(err, errlen, "%s", j->error);
-        *status = 500;
-    }
-    return f;
-}
-
-static void run_job(sp_sched *s, sp_job *j) {
-    char err[256] = "";
-    int status = 0;
-    j->t_start = sp_now();
-    j->n_prompt_tokens = j->p.n_prompt;
-    sp_finish f = process(s, j, err, sizeof err, &status);
+/* End a sequence: flush held-back text on a normal end, account, publish the finish, free. Engine
+ * thread, mutex not held. */
+static void retire(sp_sched *s, int32_t i, sp_finish f, int status, const char *err) {
+    seq_t *q = &s->seqs[i];
+    sp_job *j = q->job;
+    if (f == SP_FINISH_STOP || f == SP_FINISH_LENGTH) flush_tail(j, &q->d, &q->st);
     j->t_end = sp_now();
-    job_done(s, j, f);
+    sp_stop_free(&q->st);
+    sp_sampler_free(q->smp);
+    sp_kv_seq_free(q->kv);
+    free(q->logits);
+    pthread_mutex_lock(&s->mu);
+    if (f == SP_FINISH_CANCELLED) s->stats.cancelled++;
+    else if (f == SP_FINISH_ERROR) s->stats.failed++;
+    else s->stats.completed++;
+    s->stats.prompt_tokens += (uint64_t)j->n_prompt_tokens;
+    s->stats.cached_tokens += (uint64_t)j->n_cached_tokens;
+    s->stats.generated_tokens += (uint64_t)j->n_gen_tokens;
+    memmove(&s->seqs[i], &s->seqs[i + 1], (size_t)(s->n_run - i - 1) * sizeof *s->seqs);
+    s->n_run--;
+    s->stats.running = s->n_run;
+    kv_stats_locked(s);
+    pthread_mutex_unlock(&s->mu);
     sp_job_finish(j, f, status, f == SP_FINISH_ERROR ? err : NULL);
     sp_job_unref(j);
 }
 
+/* A job refused before it ran (mutex not held). */
+static void refuse(sp_sched *s, sp_job *j, int status, const char *err) {
+    j->t_start = j->t_end = sp_now();
+    j->n_prompt_tokens = j->p.n_prompt;
+    pthread_mutex_lock(&s->mu);
+    s->stats.failed++;
+    pthread_mutex_unlock(&s->mu);
+    sp_job_finish(j, SP_FINISH_ERROR, status, err);
+    sp_job_unref(j);
+}
+
+/* Does a prompt still being prefilled begin with the same first block as p? Then p waits for it and
+ * attaches its blocks instead of computing them a second time. */
+static bool shares_pending_prefix(const sp_sched *s, const int32_t *p, int32_t n) {
+    if (n <= SP_KV_BLOCK) return false;
+    for (int32_t i = 0; i < s->n_run; i++) {
+        const seq_t *q = &s->seqs[i];
+        if (q->phase == PHASE_PREFILL && q->job->p.n_prompt > SP_KV_BLOCK &&
+            !memcmp(q->job->p.prompt, p, SP_KV_BLOCK * sizeof *p))
+            return true;
+    }
+    return false;
+}
+
+/* Start the job at the head of the queue if it can run now. Returns 1 started (or refused: the
+ * queue moved), 0 it must wait. Mutex held on entry and exit (released around the work). */
+static int admit_one(sp_sched *s) {
+    sp_job *j = s->queue[s->q_head];
+    const int32_t *p = j->p.prompt;
+    int32_t n = j->p.n_prompt;
+    char err[256];
+    if (n <= 0 || n >= s->n_ctx) {
+        s->q_head = (s->q_head + 1) % s->q_cap, s->q_len--;
+        pthread_mutex_unlock(&s->mu);
+        snprintf(err, sizeof err, "the prompt has %d tokens but the context holds %d (at most %d prompt tokens)", n,
+                 s->n_ctx, s->n_ctx - 1);
+        refuse(s, j, 400, err);
+        pthread_mutex_lock(&s->mu);
+        return 1;
+    }
+    if (s->n_run >= s->max_seqs || shares_pending_prefix(s, p, n)) return 0;
+    pthread_mutex_unlock(&s->mu);
+    sp_kv_seq *kv = sp_kv_seq_new(s->kv, s->n_ctx);
+    float *logits = malloc((size_t)s->m->hp.n_vocab * sizeof *logits);
+    sp_sampler *smp = sp_sampler_new(&j->p.sampling, s->m->hp.n_vocab);
+    if (!kv || !logits || !smp) abort();
+    int32_t cached = sp_kv_seq_attach_prefix(kv, p, n);
+    /* the whole prompt's blocks plus one to start generating */
+    int32_t need = sp_kv_seq_blocks_needed(kv, n - cached) + 1;
+    if (need > sp_kv_available(s->kv)) {
+        sp_kv_seq_free(kv);
+        free(logits);
+        sp_sampler_free(smp);
+        pthread_mutex_lock(&s->mu);
+        if (s->n_run > 0) return 0; /* blocks come back as running sequences end */
+        s->q_head = (s->q_head + 1) % s->q_cap, s->q_len--;
+        pthread_mutex_unlock(&s->mu);
+        snprintf(err, sizeof err, "the prompt needs %d KV blocks of %d positions but the KV cache has %d in all",
+                 need, SP_KV_BLOCK, sp_kv_available(s->kv));
+        refuse(s, j, 503, err);
+        pthread_mutex_lock(&s->mu);
+        return 1;
+    }
+    pthread_mutex_lock(&s->mu);
+    s->q_head = (s->q_head + 1) % s->q_cap, s->q_len--;
+    seq_t *q = &s->seqs[s->n_run++];
+    memset(q, 0, sizeof *q);
+    q->job = j;
+    q->kv = kv;
+    q->smp = smp;
+    q->logits = logits;
+    q->phase = PHASE_PREFILL;
+    q->fed = cached;
+    sp_detok_init(&q->d, s->m->tok, false);
+    sp_stop_init(&q->st, j->p.stop, j->p.n_stop);
+    j->t_start = sp_now();
+    j->n_prompt_tokens = n;
+    j->n_cached_tokens = cached;
+    s->stats.running = s->n_run;
+    return 1;
+}
+
+/* ---- one step ---- */
+
+/* Sample from q's logits and emit. Returns the finish state (NONE: keeps going with next_tok). */
+static sp_finish sample_and_emit(sp_sched *s, seq_t *q) {
+    const sp_model *m = s->m;
+    sp_job *j = q->job;
+    int32_t n_vocab = m->hp.n_vocab;
+    bool want_lp = j->p.top_logprobs >= 0;
+    if (want_lp) memcpy(s->raw, q->logits, (size_t)n_vocab * sizeof(float));
+    int32_t tok = sp_sampler_sample(q->smp, q->logits);
+    sp_sampler_accept(q->smp, tok);
+    if (j->n_gen_tokens++ == 0) j->t_first_token = sp_now();
+    sp_job_event lp;
+    if (want_lp) fill_logprobs(s->raw, n_vocab, tok, j->p.top_logprobs, &lp);
+    if (!j->p.ignore_eos && sp_tok_is_eog(m->tok, tok)) return SP_FINISH_STOP;
+    int32_t n = sp_detok_push(&q->d, tok, s->piece, s->piece_cap);
+    char *out;
+    size_t out_len;
+    bool matched = sp_stop_feed(&q->st, s->piece, n > 0 ? (size_t)n : 0, &out, &out_len);
+    push_text(j, out, out_len, tok, want_lp ? &lp : NULL);
+    if (matched) return SP_FINISH_STOP;
+    if (j->p.max_tokens >= 0 && j->n_gen_tokens >= j->p.max_tokens) return SP_FINISH_LENGTH;
+    if (sp_kv_seq_len(q->kv) + 1 > s->n_ctx) return SP_FINISH_LENGTH;
+    q->next_tok = tok;
+    return SP_FINISH_NONE;
+}
+
+/* Build the batch: decodes first, then prompt chunks within the step budget. Returns the item count. */
+static int build_batch(sp_sched *s) {
+    int n_items = 0;
+    int32_t budget = s->step_tokens;
+    for (int32_t i = 0; i < s->n_run; i++) {
+        seq_t *q = &s->seqs[i];
+        q->in_batch = false;
+        if (q->phase != PHASE_DECODE) continue;
+        if (!sp_kv_seq_reserve(q->kv, 1)) continue; /* no block now: retired as "length" below */
+        q->in_batch = q->want_logits = true;
+        s->items[n_items] = (sp_batch_item){q->kv, &q->next_tok, 1, q->logits, false};
+        s->item_seq[n_items++] = q;
+        budget--;
+    }
+    for (int32_t i = 0; i < s->n_run && budget > 0; i++) {
+        seq_t *q = &s->seqs[i];
+        if (q->phase != PHASE_PREFILL) continue;
+        int32_t left = q->job->p.n_prompt - q->fed;
+        int32_t chunk = left < budget ? left : budget;
+        if (!sp_kv_seq_reserve(q->kv, chunk)) continue; /* waits for blocks */
+        q->in_batch = true;
+        q->chunk = chunk;
+        q->want_logits = chunk == left;
+        s->items[n_items] = (sp_batch_item){q->kv, q->job->p.prompt + q->fed, chunk, q->want_logits ? q->logits : NULL, false};
+        s->item_seq[n_items++] = q;
+        budget -= chunk;
+    }
+    return n_items;
+}
+
+static void step(sp_sched *s) {
+    /* cancelled sequences leave before any work is spent on them */
+    for (int32_t i = 0; i < s->n_run;)
+        if (cancelled(s->seqs[i].job)) retire(s, i, SP_FINISH_CANCELLED, 0, NULL);
+        else i++;
+    if (!s->n_run) return;
+    int n_items = build_batch(s);
+    if (n_items == 0) {
+        /* nothing could get a block: end the youngest sequence so the others can go on */
+        seq_t *q = &s->seqs[s->n_run - 1];
+        if (q->phase == PHASE_DECODE) retire(s, s->n_run - 1, SP_FINISH_LENGTH, 0, NULL);
+        else retire(s, s->n_run - 1, SP_FINISH_ERROR, 503, "the KV cache is full; retry shortly");
+        return;
+    }
+    char err[256] = "";
+    int32_t n_tok = 0;
+    for (int i = 0; i < n_items; i++) n_tok += s->items[i].n;
+    if (sp_fwd_eval(s->fwd, s->items, n_items, err, sizeof err) != 0) {
+        for (int32_t i = s->n_run - 1; i >= 0; i--)
+            if (s->seqs[i].in_batch) retire(s, i, SP_FINISH_ERROR, 500, err);
+        return;
+    }
+    pthread_mutex_lock(&s->mu);
+    s->stats.steps++;
+    s->stats.step_seqs += (uint64_t)n_items;
+    s->stats.step_tokens += (uint64_t)n_tok;
+    s->stats.last_step_seqs = n_items;
+    s->stats.last_step_tokens = n_tok;
+    kv_stats_locked(s);
+    pthread_mutex_unlock(&s->mu);
+    /* sample, emit, retire (backwards: retiring shifts the later ones) */
+    for (int32_t i = s->n_run - 1; i >= 0; i--) {
+        seq_t *q = &s->seqs[i];
+        if (!q->in_batch) {
+            if (q->phase == PHASE_DECODE) retire(s, i, SP_FINISH_LENGTH, 0, NULL); /* no KV block left */
+            continue;
+        }
+        if (q->phase == PHASE_PREFILL) {
+            q->fed += q->chunk;
+            if (!q->want_logits) continue;
+            q->phase = PHASE_DECODE;
+            sp_job_set_started(q->job);
+        }
+        sp_finish f = sample_and_emit(s, q);
+        if (f != SP_FINISH_NONE) retire(s, i, f, 0, NULL);
+    }
+}
+
 static void *engine_main(void *arg) {
     sp_sched *s = arg;
-    sp_job *j;
-    while ((j = next_job(s)) != NULL) run_job(s, j);
+    pthread_mutex_lock(&s->mu);
+    for (;;) {
+        while (!s->quit && s->n_run == 0 && s->q_len == 0) pthread_cond_wait(&s->cv, &s->mu);
+        if (s->quit) break;
+        while (s->q_len > 0 && admit_one(s)) {}
+        pthread_mutex_unlock(&s->mu);
+        step(s);
+        pthread_mutex_lock(&s->mu);
+    }
+    pthread_mutex_unlock(&s->mu);
     return NULL;
 }
 
 /* ---- lifetime ---- */
 
 sp_sched *sp_sched_new(const sp_model *m, const sp_sched_opts *o, char *err, size_t errlen) {
+    const sp_hparams *hp = &m->hp;
     sp_sched *s = calloc(1, sizeof *s);
     if (!s) return NULL;
     s->m = m;
+    s->n_ctx = o->n_ctx > 0 ? o->n_ctx : hp->n_ctx_train;
+    s->max_seqs = o->max_seqs > 0 ? o->max_seqs : 8;
+    s->step_tokens = o->step_tokens > 0 ? o->step_tokens : 128;
+    if (s->step_tokens < s->max_seqs) s->step_tokens = s->max_seqs;
     s->q_cap = o->max_queue > 0 ? o->max_queue : 64;
+    sp_kv_type kt = o->kv_type == SP_KV_Q8 ? SP_KV_Q8 : SP_KV_F32;
+    size_t bb = sp_kv_block_bytes(hp->n_layer, hp->n_head_kv, hp->head_dim, kt);
+    int32_t ctx_blocks = (s->n_ctx + SP_KV_BLOCK - 1) / SP_KV_BLOCK + 1;
+    size_t mem = o->kv_mem;
+    if (!mem) {
+        mem = (size_t)ctx_blocks * bb * (size_t)s->max_seqs;
+        if (mem > ((size_t)512 << 20)) mem = (size_t)512 << 20;
+        if (mem < (size_t)ctx_blocks * bb) mem = (size_t)ctx_blocks * bb;
+    }
+    /* at least one block per slot to decode into, and room for a prompt of a few blocks */
+    s->kv = sp_kv_new(hp->n_layer, hp->n_head_kv, hp->head_dim, kt, mem, s->max_seqs + 4, err, errlen);
+    if (!s->kv) goto fail;
+    s->fwd = sp_fwd_new(m, s->step_tokens, s->n_ctx, err, errlen);
+    if (!s->fwd) goto fail;
     s->queue = calloc((size_t)s->q_cap, sizeof *s->queue);
-    s->ctx = sp_ctx_new(m, o->n_ctx, err, errlen);
-    s->logits = malloc((size_t)m->hp.n_vocab * sizeof(float));
-    s->raw = malloc((size_t)m->hp.n_vocab * sizeof(float));
-    if (!s->queue || !s->ctx || !s->logits || !s->raw) goto fail;
-    s->kv_tokens = malloc((size_t)sp_ctx_n_ctx(s->ctx) * sizeof(int32_t));
-    if (!s->kv_tokens) goto fail;
+    s->seqs = calloc((size_t)s->max_seqs, sizeof *s->seqs);
+    s->items = calloc((size_t)s->max_seqs, sizeof *s->items);
+    s->item_seq = calloc((size_t)s->max_seqs, sizeof *s->item_seq);
+    s->raw = malloc((size_t)hp->n_vocab * sizeof(float));
+    s->piece_cap = sp_detok_max_bytes(m->tok);
+    s->piece = malloc((size_t)s->piece_cap + 1);
+    if (!s->queue || !s->seqs || !s->items || !s->item_seq || !s->raw || !s->piece) goto fail;
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->cv, NULL);
+    kv_stats_locked(s);
     if (pthread_create(&s->thread, NULL, engine_main, s) != 0) {
         snprintf(err, errlen, "cannot start the engine thread");
         pthread_mutex_destroy(&s->mu);
@@ -280,8 +430,9 @@ sp_sched *sp_sched_new(const sp_model *m, const sp_sched_opts *o, char *err, siz
     return s;
 fail:
     if (err && !err[0]) snprintf(err, errlen, "scheduler: out of memory");
-    sp_ctx_free(s->ctx);
-    free(s->queue); free(s->logits); free(s->raw); free(s->kv_tokens);
+    sp_fwd_free(s->fwd);
+    sp_kv_free(s->kv);
+    free(s->queue); free(s->seqs); free(s->items); free(s->item_seq); free(s->raw); free(s->piece);
     free(s);
     return NULL;
 }
@@ -290,10 +441,11 @@ void sp_sched_free(sp_sched *s) {
     if (!s) return;
     pthread_mutex_lock(&s->mu);
     s->quit = true;
-    if (s->current) sp_job_cancel(s->current);
+    for (int32_t i = 0; i < s->n_run; i++) sp_job_cancel(s->seqs[i].job);
     pthread_cond_signal(&s->cv);
     pthread_mutex_unlock(&s->mu);
     pthread_join(s->thread, NULL);
+    while (s->n_run > 0) retire(s, s->n_run - 1, SP_FINISH_CANCELLED, 0, NULL);
     for (int32_t i = 0; i < s->q_len; i++) {
         sp_job *j = s->queue[(s->q_head + i) % s->q_cap];
         sp_job_finish(j, SP_FINISH_CANCELLED, 0, NULL);
@@ -301,7 +453,8 @@ void sp_sched_free(sp_sched *s) {
     }
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->cv);
-    sp_ctx_free(s->ctx);
-    free(s->queue); free(s->logits); free(s->raw); free(s->kv_tokens);
+    sp_fwd_free(s->fwd);
+    sp_kv_free(s->kv);
+    free(s->queue); free(s->seqs); free(s->items); free(s->item_seq); free(s->raw); free(s->piece);
     free(s);
 }

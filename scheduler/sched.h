@@ -19,7 +19,7 @@ typedef struct {
     int32_t max_seqs;     /* sequences running at once (<= 0: 8) */
     int32_t step_tokens;  /* tokens per batched step: decodes first, then prompt chunks (<= 0: 128) */
     size_t kv_mem;        /* bytes for the KV block pool (0: room for max_seqs full contexts, capped
-                           * at 1 GiB, and at least one full context) */
+                           * at 512 MiB, and at least one full context) */
     int kv_type;          /* sp_kv_type: SP_KV_F32 (default) or SP_KV_Q8 */
 } sp_sched_opts;
 

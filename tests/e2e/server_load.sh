@@ -1,6 +1,6 @@
 # Integration: 32 concurrent clients all get complete, correct answers (queued), /health answers
 # while the engine is busy, a client dropped mid-stream is cancelled within a second, a full queue
-# answers 503 with Retry-After, and API keys guard everything but /health.
+# answers 429 with Retry-After, and API keys guard everything but /health.
 source "$(dirname "$0")/common.sh"
 source "$(dirname "$0")/server_common.sh"
 M=$SH/models/stories260K.gguf
@@ -58,10 +58,10 @@ done
 s=$(req POST /v1/completions '{"prompt":"Once","max_tokens":4}'); [ "$s" = 200 ] && pass "serves the next request" || fail "after drop: $s"
 stop_servers
 
-# ---- overload: a queue of 1 -> 503 with Retry-After for the surplus. Streamed requests get their
+# ---- overload: one running sequence and a queue of 1 -> 429 with Retry-After for the surplus. Streamed requests get their
 # status as soon as they are queued; each would generate 4000 tokens, far longer than the time it
 # takes to send all four, and is dropped by curl after 3 s (the server cancels it).
-start_server busy -m "$T/tiny.gguf" --max-queue 1 --ctx 8192 || exit 1
+start_server busy -m "$T/tiny.gguf" --parallel 1 --max-queue 1 --ctx 8192 || exit 1
 pids=()
 for i in 1 2 3 4; do
   curl -s -N -o "$T/o$i" -D "$T/oh$i" -w '%{http_code}' --max-time 3 -H 'Content-Type: application/json' --data-binary \
@@ -69,15 +69,15 @@ for i in 1 2 3 4; do
   pids+=($!)
 done
 wait "${pids[@]}" || true
-n503=0; n200=0
+n429=0; n200=0
 for i in 1 2 3 4; do
   case $(cat "$T/os$i") in
-    503) grep -qi '^retry-after: ' "$T/oh$i" && grep -q '"code":"server_overloaded"' "$T/o$i" && n503=$((n503 + 1));;
+    429) grep -qi '^retry-after: ' "$T/oh$i" && grep -q '"code":"rate_limit_exceeded"' "$T/o$i" && n429=$((n429 + 1));;
     200) n200=$((n200 + 1));;
   esac
 done
-[ "$n503" -ge 1 ] && [ "$n200" -ge 1 ] && [ $((n503 + n200)) = 4 ] && pass "overload: $n200 accepted, $n503 refused with 503 + Retry-After" ||
-  fail "overload: 200s=$n200 503s=$n503: $(cat "$T"/os*)"
+[ "$n429" -ge 1 ] && [ "$n200" -ge 1 ] && [ $((n429 + n200)) = 4 ] && pass "overload: $n200 accepted, $n429 refused with 429 + Retry-After" ||
+  fail "overload: 200s=$n200 429s=$n429: $(cat "$T"/os*)"
 stop_servers
 
 # ---- API keys (several), /health open

@@ -104,11 +104,15 @@ static sp_job *make_job(const int32_t *ids, int n, int max_tokens) {
     return j;
 }
 
+static int32_t last_tokens[1024]; /* the tokens of the last collect() */
+static int n_last_tokens;
+
 /* Drain until finished; returns the text (static buffer). */
 static const char *collect(sp_job *j, sp_finish *f, int *n_events) {
     static char text[1 << 20];
     size_t used = 0;
     *n_events = 0;
+    n_last_tokens = 0;
     for (;;) {
         sp_job_event ev[16];
         bool started;
@@ -116,6 +120,7 @@ static const char *collect(sp_job *j, sp_finish *f, int *n_events) {
         for (size_t i = 0; i < n; i++) {
             cr_assert_lt(used + ev[i].len, sizeof text);
             memcpy(text + used, ev[i].text, ev[i].len);
+            if (ev[i].token >= 0 && n_last_tokens < 1024) last_tokens[n_last_tokens++] = ev[i].token;
             used += ev[i].len;
             free(ev[i].text);
             (*n_events)++;
@@ -148,19 +153,41 @@ Test(sched, greedy_text_equals_run_and_prefix_is_reused) {
     cr_expect_eq(j->n_cached_tokens, 0);
     sp_job_unref(j);
 
-    /* same prompt again: all but the last prompt token come from the cache, same text */
-    j = make_job(once, 5, 8);
+    /* KV blocks (16 positions) are shared by content: a 37-token prompt (the 5 above + 32 generated
+     * tokens) finds its first 2 blocks cached by the first request (whose K/V went up to position 68),
+     * and continues the same story */
+    int32_t p37[37];
+    memcpy(p37, once, sizeof once);
+    memcpy(p37 + 5, last_tokens, 32 * sizeof(int32_t));
+    j = make_job(p37, 37, 8);
+    sp_sched_submit(s, j);
+    collect(j, &f, &n_events);
+    cr_expect_eq(j->n_cached_tokens, 32);
+    cr_expect_eq(j->n_gen_tokens, 8);
+    sp_job_unref(j);
+
+    /* exactly 2 full blocks, all cached: the last position is recomputed in a copy of block 2 */
+    j = make_job(p37, 32, 4);
     sp_sched_submit(s, j);
     text = collect(j, &f, &n_events);
-    cr_expect_eq(j->n_cached_tokens, 4);
-    cr_expect_str_eq(text, ", there was a little girl"); /* = sparrow run -n 8 --temp 0 */
+    cr_expect_eq(j->n_cached_tokens, 31);
+    sp_job_unref(j);
+    j = make_job(once, 5, 37);
+    sp_sched_submit(s, j);
+    const char *again = collect(j, &f, &n_events);
+    cr_expect_eq(j->n_cached_tokens, 0, "a prompt shorter than a block is computed");
+    cr_expect_str_eq(again, ", there was a little girl named Lily. She loved to play outside in the park. One day, she saw a "
+                            "big, red");
     sp_job_unref(j);
 
     sp_sched_stats st;
     sp_sched_get_stats(s, &st);
-    cr_expect_eq(st.completed, 2);
-    cr_expect_eq(st.generated_tokens, 72);
-    cr_expect_eq(st.cached_tokens, 4);
+    cr_expect_eq(st.completed, 4);
+    cr_expect_eq(st.generated_tokens, 64 + 8 + 4 + 37);
+    cr_expect_eq(st.cached_tokens, 63);
+    cr_expect_eq(st.prefix_hit_tokens, 63);
+    cr_expect_eq(st.kv_blocks_used, 0, "every sequence released its blocks");
+    cr_expect_gt(st.kv_blocks_cached, 0);
     sp_sched_free(s);
 }
 
