@@ -11,7 +11,7 @@
 
 sp_oai_limits sp_oai_default_limits(void) {
     return (sp_oai_limits){.max_json_depth = 64, .max_tokens = 1 << 20, .max_stop = 16,
-                           .max_stop_len = 256, .max_n = 1};
+                           .max_stop_len = 256, .max_n = 4};
 }
 
 void sp_oai_set_error(sp_oai_error *e, int status, const char *type, const char *code, const char *param,
@@ -332,21 +332,42 @@ static bool read_sampling(reader *r, sp_oai_req *q) {
     return true;
 }
 
+/* n: OpenAI's own wording and codes for an integer out of range ("Invalid 'n': integer above maximum
+ * value. Expected a value <= 128, but got 129 instead.", code "integer_above_max_value"), with this
+ * server's limit (`--max-n`) in place of OpenAI's 128. */
+static bool read_n(reader *r, const sp_oai_limits *lim, int32_t *out) {
+    const cJSON *v = field(r, "n");
+    if (!v) return true;
+    if (!cJSON_IsNumber(v) || !is_integer(v->valuedouble)) return bad(r, "n", "'n' must be an integer");
+    double d = v->valuedouble;
+    int32_t max = lim->max_n > 1 ? lim->max_n : 1;
+    if (d < 1) {
+        bad(r, "n", "Invalid 'n': integer below minimum value. Expected a value >= 1, but got %.0f instead.", d);
+        r->err->code = "integer_below_min_value";
+        return false;
+    }
+    if (d > max) {
+        bad(r, "n", "Invalid 'n': integer above maximum value. Expected a value <= %d, but got %.0f instead. "
+                    "(this server's limit; see `sparrow serve --max-n`)", max, d);
+        r->err->code = "integer_above_max_value";
+        return false;
+    }
+    *out = (int32_t)d;
+    return true;
+}
+
 static bool parse_fields(reader *r, const sp_oai_limits *lim, sp_oai_req *q) {
-    int64_t max_tokens = -1, mct = -1, n = 1;
+    int64_t max_tokens = -1, mct = -1;
     bool has_mt, has_mct;
     const cJSON *so;
     if (!read_str(r, "model", &q->model) || !read_bool(r, "stream", &q->stream) || !read_str(r, "user", &q->user) ||
         !read_bool(r, "ignore_eos", &q->ignore_eos) || !read_bool(r, "echo", &q->echo) ||
         !read_int(r, "max_tokens", 1, lim->max_tokens, &max_tokens, &has_mt) ||
         !read_int(r, "max_completion_tokens", 1, lim->max_tokens, &mct, &has_mct) ||
-        !read_int(r, "n", 1, 128, &n, NULL) || !read_sampling(r, q) || !read_stop(r, lim, q) ||
+        !read_n(r, lim, &q->n) || !read_sampling(r, q) || !read_stop(r, lim, q) ||
         !read_logit_bias(r, q) || !read_logprobs(r, q) || !read_response_format(r))
         return false;
     q->max_tokens = (int32_t)(has_mct ? mct : max_tokens);
-    q->n = (int32_t)n;
-    if (q->n > lim->max_n)
-        return bad(r, "n", "n = %d is not supported yet (at most %d choice per request)", q->n, lim->max_n);
     if ((so = field(r, "stream_options"))) {
         if (!cJSON_IsObject(so)) return bad(r, "stream_options", "'stream_options' must be an object");
         const cJSON *iu = cJSON_GetObjectItemCaseSensitive(so, "include_usage");
@@ -516,32 +537,42 @@ static char *print_and_free(cJSON *o) {
     return s;
 }
 
-char *sp_oai_response(const sp_oai_meta *m, const char *text, size_t len, const char *finish,
-                      const sp_oai_logprob *lp, int32_t n_lp, const sp_oai_usage *u) {
-    cJSON *o = envelope(m, false), *choices = cJSON_AddArrayToObject(o, "choices"), *c = cJSON_CreateObject();
-    cJSON_AddNumberToObject(c, "index", 0);
+static cJSON *choice_json(const sp_oai_meta *m, int32_t index, const sp_oai_choice *ch) {
+    cJSON *c = cJSON_CreateObject();
+    cJSON_AddNumberToObject(c, "index", index);
     if (m->kind == SP_OAI_CHAT) {
         cJSON *msg = cJSON_AddObjectToObject(c, "message");
         cJSON_AddStringToObject(msg, "role", "assistant");
-        cJSON_AddItemToObject(msg, "content", sp_oai_string(text, len));
+        cJSON_AddItemToObject(msg, "content", sp_oai_string(ch->text, ch->len));
         cJSON_AddNullToObject(msg, "refusal");
-        if (lp) cJSON_AddItemToObject(c, "logprobs", chat_logprobs(lp, n_lp));
+        if (ch->lp) cJSON_AddItemToObject(c, "logprobs", chat_logprobs(ch->lp, ch->n_lp));
         else cJSON_AddNullToObject(c, "logprobs");
     } else {
-        cJSON_AddItemToObject(c, "text", sp_oai_string(text, len));
-        if (lp) cJSON_AddItemToObject(c, "logprobs", completion_logprobs(lp, n_lp, 0));
+        cJSON_AddItemToObject(c, "text", sp_oai_string(ch->text, ch->len));
+        if (ch->lp) cJSON_AddItemToObject(c, "logprobs", completion_logprobs(ch->lp, ch->n_lp, 0));
         else cJSON_AddNullToObject(c, "logprobs");
     }
-    cJSON_AddStringToObject(c, "finish_reason", finish);
-    cJSON_AddItemToArray(choices, c);
+    cJSON_AddStringToObject(c, "finish_reason", ch->finish);
+    return c;
+}
+
+char *sp_oai_response_n(const sp_oai_meta *m, const sp_oai_choice *choices, int32_t n, const sp_oai_usage *u) {
+    cJSON *o = envelope(m, false), *arr = cJSON_AddArrayToObject(o, "choices");
+    for (int32_t i = 0; i < n; i++) cJSON_AddItemToArray(arr, choice_json(m, i, &choices[i]));
     cJSON_AddItemToObject(o, "usage", usage_json(u));
     return print_and_free(o);
 }
 
-char *sp_oai_chunk(const sp_oai_meta *m, bool role, const char *text, size_t len, const char *finish,
-                   const sp_oai_logprob *lp, int32_t n_lp) {
+char *sp_oai_response(const sp_oai_meta *m, const char *text, size_t len, const char *finish,
+                      const sp_oai_logprob *lp, int32_t n_lp, const sp_oai_usage *u) {
+    sp_oai_choice c = {text, len, finish, lp, n_lp};
+    return sp_oai_response_n(m, &c, 1, u);
+}
+
+char *sp_oai_chunk_at(const sp_oai_meta *m, int32_t index, bool role, const char *text, size_t len,
+                      const char *finish, const sp_oai_logprob *lp, int32_t n_lp) {
     cJSON *o = envelope(m, true), *choices = cJSON_AddArrayToObject(o, "choices"), *c = cJSON_CreateObject();
-    cJSON_AddNumberToObject(c, "index", 0);
+    cJSON_AddNumberToObject(c, "index", index);
     if (m->kind == SP_OAI_CHAT) {
         cJSON *delta = cJSON_AddObjectToObject(c, "delta");
         if (role) cJSON_AddStringToObject(delta, "role", "assistant");
@@ -557,6 +588,11 @@ char *sp_oai_chunk(const sp_oai_meta *m, bool role, const char *text, size_t len
     else cJSON_AddNullToObject(c, "finish_reason");
     cJSON_AddItemToArray(choices, c);
     return print_and_free(o);
+}
+
+char *sp_oai_chunk(const sp_oai_meta *m, bool role, const char *text, size_t len, const char *finish,
+                   const sp_oai_logprob *lp, int32_t n_lp) {
+    return sp_oai_chunk_at(m, 0, role, text, len, finish, lp, n_lp);
 }
 
 char *sp_oai_usage_chunk(const sp_oai_meta *m, const sp_oai_usage *u) {

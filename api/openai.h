@@ -28,7 +28,7 @@ typedef struct {
     int32_t max_tokens;      /* cap on max_tokens (default 1 << 20) */
     int32_t max_stop;        /* number of stop strings (default 16) */
     size_t max_stop_len;    /* bytes per stop string (default 256) */
-    int32_t max_n;           /* largest n accepted (default 1 until batching) */
+    int32_t max_n;           /* largest n accepted (default 4; `sparrow serve --max-n`) */
 } sp_oai_limits;
 
 typedef struct {
@@ -54,7 +54,7 @@ typedef struct {
     char **stop;
     int32_t n_stop;
     int32_t top_logprobs;    /* -1: no logprobs; else alternatives per token (0..20) */
-    int32_t n;
+    int32_t n;               /* choices: 1..max_n sibling generations of the same prompt */
     bool ignore_eos;
     char *user;
 } sp_oai_req;
@@ -96,14 +96,28 @@ typedef struct {
     const char *model;
 } sp_oai_meta;
 
+/* One choice of a non-streamed response. */
+typedef struct {
+    const char *text;
+    size_t len;
+    const char *finish;      /* "stop" / "length" */
+    const sp_oai_logprob *lp; /* NULL: "logprobs": null */
+    int32_t n_lp;
+} sp_oai_choice;
+
 /* Non-streamed response: one choice with the whole text. finish: "stop" / "length". */
 char *sp_oai_response(const sp_oai_meta *m, const char *text, size_t len, const char *finish,
                       const sp_oai_logprob *lp, int32_t n_lp, const sp_oai_usage *u);
+/* The same with n choices, "index" 0..n-1 in order (n = 1 gives sp_oai_response's bytes). */
+char *sp_oai_response_n(const sp_oai_meta *m, const sp_oai_choice *choices, int32_t n, const sp_oai_usage *u);
 /* Streamed chunk (the JSON only; the caller frames it as "data: ...\n\n"). For chat, `role` adds
  * the assistant role to the delta (first chunk); text may be NULL (no content); finish NULL while
  * running; lp may be NULL. */
 char *sp_oai_chunk(const sp_oai_meta *m, bool role, const char *text, size_t len, const char *finish,
                    const sp_oai_logprob *lp, int32_t n_lp);
+/* The same for choice `index` of an n > 1 request (index 0 gives sp_oai_chunk's bytes). */
+char *sp_oai_chunk_at(const sp_oai_meta *m, int32_t index, bool role, const char *text, size_t len,
+                      const char *finish, const sp_oai_logprob *lp, int32_t n_lp);
 /* The final usage chunk of a stream (choices: []). */
 char *sp_oai_usage_chunk(const sp_oai_meta *m, const sp_oai_usage *u);
 /* GET /v1/models: one entry per name. */

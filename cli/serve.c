@@ -1,12 +1,14 @@
 /* cli/serve.c — `sparrow serve`: the OpenAI-compatible server. Settings come from a JSON config file
  * (--config FILE; the same names as the flags, without dashes) and flags, flags winning. With no
  * model named it serves the default tiny random-weight model (made by synth on first use). */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cli/cli.h"
 #include "conf/conf.h"
+#include "engine/kv.h"
 #include "server/app.h"
 
 #define MAX_KEYS 16
@@ -32,8 +34,14 @@ static void serve_usage(FILE *f) {
             "  --cors ORIGINS           allow browsers from these origins ('*' or a comma-separated list)\n"
             "  -c, --ctx N              context length (default: the model's)\n"
             "  -t, --threads N          compute threads (default: one per online CPU)\n"
-            "  --max-queue N            waiting requests before 503 (default 64)\n"
-            "  --max-body BYTES         request body limit (default 8388608)\n"
+            "  --max-queue N            waiting generations before 429 (default 64; n choices count n)\n"
+            "  --max-n N                most choices ('n') per request (default 4; at most --max-queue)\n"
+            "  --parallel N             sequences generated at once, batched (default 4)\n"
+            "  --step-tokens N          tokens per batched engine step: decodes, then prompt chunks (default 128)\n"
+            "  --kv-mem BYTES           KV cache pool, e.g. 512M or 2G (default: --parallel full contexts,\n"
+            "                           at most 1G, at least one full context)\n"
+            "  --kv-type f32|q8         KV cache precision (default f32; q8: int8, a quarter of the memory)\n"
+            "  --max-body BYTES         request body limit, e.g. 16M (default 8M)\n"
             "  --max-connections N      (default 64)\n"
             "  --timeout S              idle connection timeout in seconds (default 60)\n"
             "  --chat-template FILE     Jinja chat template to use instead of the model's\n"
@@ -44,6 +52,17 @@ static void serve_usage(FILE *f) {
 static bool num(const char *v, int64_t lo, int64_t hi, int64_t *out, const char *name) {
     if (sp_conf_parse_i64(v, lo, hi, out)) return true;
     fprintf(stderr, "sparrow serve: invalid value '%s' for %s (%lld..%lld)\n", v, name, (long long)lo, (long long)hi);
+    return false;
+}
+
+static bool size(const char *v, uint64_t lo, uint64_t hi, size_t *out, const char *name) {
+    uint64_t n;
+    if (sp_conf_parse_size(v, lo, hi, &n) && n <= SIZE_MAX) {
+        *out = (size_t)n;
+        return true;
+    }
+    fprintf(stderr, "sparrow serve: invalid value '%s' for %s (bytes, with an optional K, M or G suffix; %llu..%llu)\n",
+            v, name, (unsigned long long)lo, (unsigned long long)hi);
     return false;
 }
 
@@ -65,7 +84,16 @@ static bool set_option(serve_opts *o, const char *name, const char *v, bool from
     else if (!strcmp(name, "ctx") || !strcmp(name, "c")) { if (!num(v, 0, 1 << 24, &n, name)) return false; c->n_ctx = (int32_t)n; }
     else if (!strcmp(name, "threads") || !strcmp(name, "t")) { if (!num(v, 1, 1024, &n, name)) return false; c->threads = (int32_t)n; }
     else if (!strcmp(name, "max-queue")) { if (!num(v, 1, 1 << 20, &n, name)) return false; c->max_queue = (int32_t)n; }
-    else if (!strcmp(name, "max-body")) { if (!num(v, 1024, (int64_t)1 << 32, &n, name)) return false; c->max_body = (size_t)n; }
+    else if (!strcmp(name, "max-n")) { if (!num(v, 1, 128, &n, name)) return false; c->max_n = (int32_t)n; }
+    else if (!strcmp(name, "parallel")) { if (!num(v, 1, 1024, &n, name)) return false; c->parallel = (int32_t)n; }
+    else if (!strcmp(name, "step-tokens")) { if (!num(v, 1, 1 << 20, &n, name)) return false; c->step_tokens = (int32_t)n; }
+    else if (!strcmp(name, "kv-mem")) { if (!size(v, 1024, (uint64_t)1 << 40, &c->kv_mem, name)) return false; }
+    else if (!strcmp(name, "kv-type")) {
+        if (!strcmp(v, "f32")) c->kv_type = SP_KV_F32;
+        else if (!strcmp(v, "q8")) c->kv_type = SP_KV_Q8;
+        else { fprintf(stderr, "sparrow serve: invalid value '%s' for kv-type (f32 or q8)\n", v); return false; }
+    }
+    else if (!strcmp(name, "max-body")) { if (!size(v, 1024, (uint64_t)1 << 32, &c->max_body, name)) return false; }
     else if (!strcmp(name, "max-connections")) { if (!num(v, 1, 100000, &n, name)) return false; c->max_connections = (unsigned)n; }
     else if (!strcmp(name, "timeout")) { if (!num(v, 1, 86400, &n, name)) return false; c->idle_timeout_s = (unsigned)n; }
     else if (!strcmp(name, "chat-template")) c->chat_template_file = v;
@@ -104,6 +132,8 @@ int sp_cli_serve(int argc, char **argv) {
     o.cfg.host = "127.0.0.1";
     o.cfg.port = 8080;
     o.cfg.max_queue = 64;
+    o.cfg.max_n = 4;
+    o.cfg.parallel = 4; /* as llama-server's and Ollama's defaults; small boxes have few cores */
     o.cfg.max_body = 8u << 20;
     o.cfg.max_connections = 64;
     o.cfg.idle_timeout_s = 60;

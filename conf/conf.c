@@ -67,6 +67,34 @@ bool sp_conf_parse_u64(const char *s, uint64_t *out) {
     return true;
 }
 
+bool sp_conf_parse_size(const char *s, uint64_t lo, uint64_t hi, uint64_t *out) {
+    if (!s || *s < '0' || *s > '9') return false;
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno) return false;
+    int shift = 0;
+    switch (*end) {
+    case 'k': case 'K': shift = 10; break;
+    case 'm': case 'M': shift = 20; break;
+    case 'g': case 'G': shift = 30; break;
+    case 't': case 'T': shift = 40; break;
+    case 'b': case 'B': end++; break; /* "1024B" */
+    case 0: break;
+    default: return false;
+    }
+    if (shift) {
+        end++;
+        if (!strcmp(end, "iB") || !strcmp(end, "ib") || !strcmp(end, "B") || !strcmp(end, "b")) end += strlen(end);
+    }
+    if (*end) return false;
+    if (shift && v > (UINT64_MAX >> shift)) return false;
+    v <<= shift;
+    if (v < lo || v > hi) return false;
+    *out = v;
+    return true;
+}
+
 bool sp_conf_parse_f32(const char *s, float lo, float hi, float *out) {
     if (!s || !*s) return false;
     char *end;

@@ -21,6 +21,9 @@ bool sp_conf_mkdir_p(const char *path);
 bool sp_conf_parse_i64(const char *s, int64_t lo, int64_t hi, int64_t *out);
 bool sp_conf_parse_f32(const char *s, float lo, float hi, float *out);
 bool sp_conf_parse_u64(const char *s, uint64_t *out);
+/* A byte count: digits with an optional binary suffix K, M, G or T (case-insensitive, optionally
+ * followed by "B" or "iB": "512M", "2GiB", "1048576"), within [lo, hi]. */
+bool sp_conf_parse_size(const char *s, uint64_t lo, uint64_t hi, uint64_t *out);
 
 /* Read a JSON config file (an object) and call fn(key, value, ud) for each member, the value given
  * as text: strings as they are, numbers and booleans printed, arrays of strings once per element.

@@ -7,7 +7,9 @@
  *   prep (pool):    template -> tokens -> length checks -> job -> scheduler; wake the connection
  *   pump (loop):    answer errors, or drain the job's outbox into SSE chunks / one JSON body
  *   closed (loop):  client gone -> cancel the job; unhook the job's notify; release the context
- * Request contexts are reference-counted (connection side + prep side). */
+ * Request contexts are reference-counted (connection side + prep side). A request for n choices
+ * becomes n sibling jobs (same prompt, seeds seed + i), submitted together (all or none); the pump
+ * drains every sibling, interleaving their chunks by choice index, and answers once all finished. */
 #include "server/app.h"
 
 #include <ctype.h>
@@ -36,6 +38,19 @@
 /* ---------------------------------------------------------------- app ---- */
 
 typedef struct rctx rctx;
+
+/* One choice of a generation: its job and, on the loop thread, what has been answered of it. */
+typedef struct {
+    sp_job *job;
+    bool role_sent;          /* chat stream: the assistant-role chunk went out */
+    bool done;               /* finished, and its finish chunk sent / its result collected */
+    sp_finish finish;
+    char *text;              /* non-stream: accumulated */
+    size_t text_len, text_cap;
+    sp_oai_logprob *lps;     /* non-stream: accumulated logprobs */
+    char **lp_strings;       /* texts the logprobs point at */
+    int32_t n_lps, cap_lps, n_lp_strings;
+} choice;
 
 typedef struct {
     const sp_app_config *cfg;
@@ -94,17 +109,13 @@ struct rctx {
     sp_oai_error err;
     bool failed;
     char *result;            /* tokenize / detokenize / apply-template: JSON body */
-    sp_job *job;
+    choice *ch;              /* the generation's choices (n sibling jobs), set under mu */
+    int32_t n_ch;
 
     /* answer state (loop thread only) */
     char id[48];
     int64_t created;
-    bool stream_begun, role_sent, answered;
-    char *text;              /* non-stream: accumulated */
-    size_t text_len, text_cap;
-    sp_oai_logprob *lps;     /* non-stream: accumulated logprobs */
-    char **lp_strings;       /* texts the logprobs point at */
-    int32_t n_lps, cap_lps, n_lp_strings;
+    bool stream_begun, answered;
     double t_first;
 };
 
@@ -119,16 +130,23 @@ static rctx *rctx_new(app_t *a, endpoint ep) {
     return r;
 }
 
+static void choices_free(choice *ch, int32_t n) {
+    for (int32_t i = 0; i < n; i++) {
+        if (ch[i].job) sp_job_unref(ch[i].job);
+        free(ch[i].text);
+        for (int32_t k = 0; k < ch[i].n_lp_strings; k++) free(ch[i].lp_strings[k]);
+        free(ch[i].lp_strings);
+        free(ch[i].lps);
+    }
+    free(ch);
+}
+
 static void rctx_unref(rctx *r) {
     if (atomic_fetch_sub(&r->refs, 1) != 1) return;
-    if (r->job) sp_job_unref(r->job);
+    choices_free(r->ch, r->n_ch);
     sp_oai_req_free(&r->req);
     free(r->body);
     free(r->result);
-    free(r->text);
-    for (int32_t i = 0; i < r->n_lp_strings; i++) free(r->lp_strings[i]);
-    free(r->lp_strings);
-    free(r->lps);
     pthread_mutex_destroy(&r->mu);
     free(r);
 }
@@ -285,7 +303,8 @@ static void *loader_main(void *arg) {
         a->tmpl = load_template(a, err, sizeof err);
     }
     if (a->tmpl) {
-        sp_sched_opts so = {.n_ctx = cfg->n_ctx, .max_queue = cfg->max_queue};
+        sp_sched_opts so = {.n_ctx = cfg->n_ctx, .max_queue = cfg->max_queue, .max_seqs = cfg->parallel,
+                            .step_tokens = cfg->step_tokens, .kv_mem = cfg->kv_mem, .kv_type = cfg->kv_type};
         a->sched = sp_sched_new(a->model, &so, err, sizeof err);
     }
     if (!a->sched) {
@@ -362,7 +381,90 @@ static uint64_t random_seed(app_t *a) {
     return x;
 }
 
-/* Build and submit the job of a completion request. */
+static void *dup_mem(const void *p, size_t n) {
+    void *c = malloc(n ? n : 1);
+    if (!c) abort();
+    if (n) memcpy(c, p, n);
+    return c;
+}
+
+/* The n sibling jobs of a request (n = q->n): the same prompt and parameters; seeds seed + i when the
+ * request gave one (so choice 0 samples exactly like the same request with n = 1), else independent
+ * random seeds. Submitted together: all of them, or none and a 429. Takes ownership of ids. */
+static void submit_choices(rctx *r, int32_t *ids, int32_t n) {
+    app_t *a = r->app;
+    sp_oai_req *q = &r->req;
+    int32_t nj = q->n > 1 ? q->n : 1;
+    choice *ch = calloc((size_t)nj, sizeof *ch);
+    sp_job **jobs = calloc((size_t)nj, sizeof *jobs);
+    if (!ch || !jobs) abort();
+    for (int32_t i = 0; i < nj; i++) {
+        sp_job *j = sp_job_new();
+        if (!j) abort();
+        bool last = i == nj - 1; /* the last sibling takes the request's own arrays, the others copies */
+        j->p.prompt = last ? ids : dup_mem(ids, sizeof(int32_t) * (size_t)n);
+        j->p.n_prompt = n;
+        j->p.max_tokens = q->max_tokens;
+        j->p.ignore_eos = q->ignore_eos;
+        j->p.sampling = q->sampling;
+        j->p.sampling.seed = q->has_seed ? q->sampling.seed + (uint64_t)i : random_seed(a);
+        j->p.bias = q->n_bias ? (last ? q->bias : dup_mem(q->bias, sizeof *q->bias * (size_t)q->n_bias)) : NULL;
+        j->p.sampling.bias = j->p.bias;
+        j->p.sampling.n_bias = j->p.bias ? q->n_bias : 0;
+        j->p.n_stop = q->n_stop;
+        if (q->n_stop && last) j->p.stop = q->stop;
+        else if (q->n_stop) {
+            j->p.stop = calloc((size_t)q->n_stop, sizeof *j->p.stop);
+            if (!j->p.stop) abort();
+            for (int32_t k = 0; k < q->n_stop; k++) j->p.stop[k] = strdup(q->stop[k]);
+        }
+        j->p.top_logprobs = q->top_logprobs;
+        sp_job_set_notify(j, rctx_wake, r);
+        ch[i].job = j;
+        jobs[i] = j;
+    }
+    if (q->n_bias) { /* moved into the last sibling */
+        q->bias = NULL;
+        q->n_bias = 0;
+        q->sampling.bias = NULL;
+        q->sampling.n_bias = 0;
+    }
+    if (q->n_stop) {
+        q->stop = NULL;
+        q->n_stop = 0;
+    }
+    pthread_mutex_lock(&r->mu);
+    bool gone = r->closed;
+    if (!gone) {
+        r->ch = ch;
+        r->n_ch = nj;
+    }
+    pthread_mutex_unlock(&r->mu);
+    if (gone) { /* the client left while we prepared */
+        choices_free(ch, nj);
+        free(jobs);
+        return;
+    }
+    if (sp_sched_submit_many(a->sched, jobs, nj) != 0) {
+        if (r->ollama) /* Ollama itself answers a full queue with 503 "server busy, please try again" */
+            sp_oai_set_error(&r->err, 503, "server_error", "server_overloaded", NULL,
+                             "the server is busy: %d requests are waiting; retry shortly", a->cfg->max_queue);
+        else /* OpenAI's rate-limit answer: 429, type "requests", code "rate_limit_exceeded" (+ Retry-After) */
+            sp_oai_set_error(&r->err, 429, "requests", "rate_limit_exceeded", NULL,
+                             "Rate limit reached: the server's queue is full (%d waiting generations); retry shortly",
+                             a->cfg->max_queue);
+        for (int32_t i = 0; i < nj; i++) sp_job_set_notify(jobs[i], NULL, NULL);
+        pthread_mutex_lock(&r->mu); /* closed() takes its own job references under mu */
+        r->ch = NULL;
+        r->n_ch = 0;
+        pthread_mutex_unlock(&r->mu);
+        choices_free(ch, nj);
+        r->failed = true;
+    }
+    free(jobs);
+}
+
+/* Build and submit the jobs of a completion request. */
 static void prep_generation(rctx *r) {
     app_t *a = r->app;
     sp_oai_req *q = &r->req;
@@ -402,40 +504,7 @@ static void prep_generation(rctx *r) {
                          "This model's maximum context length is %d tokens. However, you requested %d tokens "
                          "(%d in the prompt, %d for the completion).", n_ctx, n + q->max_tokens, n, q->max_tokens);
     } else {
-        sp_job *j = sp_job_new();
-        j->p.prompt = ids;
-        j->p.n_prompt = n;
-        j->p.max_tokens = q->max_tokens;
-        j->p.ignore_eos = q->ignore_eos;
-        j->p.sampling = q->sampling;
-        if (!q->has_seed) j->p.sampling.seed = random_seed(a);
-        j->p.bias = q->bias; /* move ownership */
-        q->bias = NULL;
-        q->n_bias = 0;
-        j->p.stop = q->stop;
-        j->p.n_stop = q->n_stop;
-        q->stop = NULL;
-        q->n_stop = 0;
-        j->p.top_logprobs = q->top_logprobs;
-        sp_job_set_notify(j, rctx_wake, r);
-        pthread_mutex_lock(&r->mu);
-        bool gone = r->closed;
-        if (!gone) r->job = j;
-        pthread_mutex_unlock(&r->mu);
-        if (gone) { /* the client left while we prepared */
-            sp_job_unref(j);
-            return;
-        }
-        if (sp_sched_submit(a->sched, j) != 0) {
-            sp_oai_set_error(&r->err, 503, "server_error", "server_overloaded", NULL,
-                             "the server is busy: %d requests are waiting; retry shortly", a->cfg->max_queue);
-            sp_job_set_notify(j, NULL, NULL);
-            pthread_mutex_lock(&r->mu);
-            r->job = NULL;
-            pthread_mutex_unlock(&r->mu);
-            sp_job_unref(j);
-            r->failed = true;
-        }
+        submit_choices(r, ids, n);
         return;
     }
     free(ids);
@@ -584,13 +653,13 @@ static void sse_send(sp_http_conn *c, const char *json) {
     sp_http_stream_write(c, "\n\n", 2);
 }
 
-/* Token texts for the logprobs of one event; strings are kept in r until the answer is built. */
-static void fill_lp(rctx *r, const sp_job_event *ev, sp_oai_logprob *lp, bool keep) {
+/* Token texts for the logprobs of one event; kept (in ch) strings live until the answer is built. */
+static void fill_lp(rctx *r, choice *ch, const sp_job_event *ev, sp_oai_logprob *lp, bool keep) {
     const sp_tok *tok = r->app->model->tok;
     memset(lp, 0, sizeof *lp);
     int32_t n_str = 1 + ev->n_top;
-    if (keep && r->n_lp_strings + n_str > 0) {
-        r->lp_strings = realloc(r->lp_strings, sizeof(char *) * (size_t)(r->n_lp_strings + n_str));
+    if (keep && ch->n_lp_strings + n_str > 0) {
+        ch->lp_strings = realloc(ch->lp_strings, sizeof(char *) * (size_t)(ch->n_lp_strings + n_str));
     }
     for (int32_t k = -1; k < ev->n_top; k++) {
         int32_t id = k < 0 ? ev->token : ev->top[k].token;
@@ -602,7 +671,7 @@ static void fill_lp(rctx *r, const sp_job_event *ev, sp_oai_logprob *lp, bool ke
         s[n] = 0;
         if (k < 0) { lp->token = s; lp->token_len = (size_t)n; lp->logprob = ev->logprob; }
         else { lp->top_token[k] = s; lp->top_len[k] = (size_t)n; lp->top_logprob[k] = ev->top[k].logprob; }
-        if (keep) r->lp_strings[r->n_lp_strings++] = s;
+        if (keep) ch->lp_strings[ch->n_lp_strings++] = s;
     }
     lp->n_top = ev->n_top;
 }
@@ -612,105 +681,147 @@ static void free_lp_strings(sp_oai_logprob *lp) {
     for (int32_t k = 0; k < lp->n_top; k++) free((char *)lp->top_token[k]);
 }
 
-static void stream_event(rctx *r, sp_http_conn *c, const sp_job_event *ev) {
+static void stream_event(rctx *r, int32_t index, const sp_job_event *ev) {
     bool with_lp = r->req.top_logprobs >= 0 && ev->token >= 0;
     if (ev->len == 0 && !with_lp) return;
     sp_oai_logprob lp;
-    if (with_lp) fill_lp(r, ev, &lp, false);
+    if (with_lp) fill_lp(r, &r->ch[index], ev, &lp, false);
     sp_oai_meta m = meta_of(r);
-    char *s = sp_oai_chunk(&m, false, ev->text, ev->len, NULL, with_lp ? &lp : NULL, with_lp ? 1 : 0);
-    sse_send(c, s);
+    char *s = sp_oai_chunk_at(&m, index, false, ev->text, ev->len, NULL, with_lp ? &lp : NULL, with_lp ? 1 : 0);
+    sse_send(r->conn, s);
     free(s);
     if (with_lp) free_lp_strings(&lp);
 }
 
-static void collect_event(rctx *r, const sp_job_event *ev) {
-    if (r->text_len + ev->len + 1 > r->text_cap) {
-        r->text_cap = (r->text_len + ev->len + 1) * 2;
-        r->text = realloc(r->text, r->text_cap);
+static void collect_event(rctx *r, choice *ch, const sp_job_event *ev) {
+    if (ch->text_len + ev->len + 1 > ch->text_cap) {
+        ch->text_cap = (ch->text_len + ev->len + 1) * 2;
+        ch->text = realloc(ch->text, ch->text_cap);
     }
-    memcpy(r->text + r->text_len, ev->text, ev->len);
-    r->text_len += ev->len;
-    r->text[r->text_len] = 0;
+    memcpy(ch->text + ch->text_len, ev->text, ev->len);
+    ch->text_len += ev->len;
+    ch->text[ch->text_len] = 0;
     if (r->req.top_logprobs >= 0 && ev->token >= 0) {
-        if (r->n_lps == r->cap_lps) {
-            r->cap_lps = r->cap_lps ? r->cap_lps * 2 : 64;
-            r->lps = realloc(r->lps, sizeof *r->lps * (size_t)r->cap_lps);
+        if (ch->n_lps == ch->cap_lps) {
+            ch->cap_lps = ch->cap_lps ? ch->cap_lps * 2 : 64;
+            ch->lps = realloc(ch->lps, sizeof *ch->lps * (size_t)ch->cap_lps);
         }
-        fill_lp(r, ev, &r->lps[r->n_lps++], true);
+        fill_lp(r, ch, ev, &ch->lps[ch->n_lps++], true);
     }
 }
 
-static sp_oai_usage usage_of(const sp_job *j) {
-    return (sp_oai_usage){j->n_prompt_tokens, j->n_gen_tokens, j->n_cached_tokens};
+/* Usage of the request over its finished choices: the prompt counted once (as OpenAI does), the
+ * completion tokens summed. cached_tokens is the first choice's: the siblings share one prompt, and
+ * a later sibling attaching the KV blocks its elder sibling just computed is no cache hit for the
+ * request (the max over siblings would count those). */
+static sp_oai_usage usage_of(const rctx *r) {
+    int32_t first = 0; /* 0 once all finished; after an error, the first finished one (for the log) */
+    while (first < r->n_ch - 1 && !r->ch[first].done) first++;
+    const sp_job *j0 = r->ch[first].job;
+    sp_oai_usage u = {j0->n_prompt_tokens, 0, j0->n_cached_tokens};
+    for (int32_t i = 0; i < r->n_ch; i++)
+        if (r->ch[i].done) u.completion_tokens += r->ch[i].job->n_gen_tokens;
+    return u;
 }
 
-static void record_generation(rctx *r, sp_finish f) {
-    const sp_job *j = r->job;
-    double ttft = j->n_gen_tokens > 0 ? j->t_first_token - r->t_first : -1;
-    sp_metrics_generation(&r->app->metrics, j->n_prompt_tokens, j->n_cached_tokens, j->n_gen_tokens, ttft,
-                          j->t_end - j->t_first_token, f == SP_FINISH_CANCELLED);
-    char note[96];
-    snprintf(note, sizeof note, "tokens %d+%d (cached %d) %s", j->n_prompt_tokens, j->n_gen_tokens, j->n_cached_tokens,
-             sp_finish_name(f));
+/* Metrics and the log note, over the finished choices (the accounting of a job is only read after
+ * its finish is published). */
+static void record_generation(rctx *r) {
+    sp_oai_usage u = usage_of(r);
+    double first = -1, end = 0;
+    for (int32_t i = 0; i < r->n_ch; i++) {
+        const sp_job *j = r->ch[i].job;
+        if (!r->ch[i].done) continue;
+        if (j->n_gen_tokens > 0 && (first < 0 || j->t_first_token < first)) first = j->t_first_token;
+        if (j->t_end > end) end = j->t_end;
+    }
+    double ttft = first >= 0 ? first - r->t_first : -1;
+    sp_metrics_generation(&r->app->metrics, u.prompt_tokens, u.cached_tokens, u.completion_tokens, ttft,
+                          first >= 0 ? end - first : 0, r->ch[0].finish == SP_FINISH_CANCELLED);
+    char note[160];
+    int len = snprintf(note, sizeof note, "tokens %d+%d (cached %d) %s", u.prompt_tokens, u.completion_tokens,
+                       u.cached_tokens, sp_finish_name(r->ch[0].finish));
+    if (r->n_ch > 1) { /* "n=3 length,stop,length" */
+        len += snprintf(note + len, sizeof note - (size_t)len, " n=%d ", r->n_ch);
+        for (int32_t i = 0; i < r->n_ch && len < (int)sizeof note; i++)
+            len += snprintf(note + len, sizeof note - (size_t)len, "%s%s", i ? "," : "",
+                            r->ch[i].done ? sp_finish_name(r->ch[i].finish) : "-");
+    }
     sp_http_log_note(r->conn, note);
 }
 
-static void finish_stream(rctx *r, sp_http_conn *c, sp_finish f) {
-    sp_oai_meta m = meta_of(r);
-    if (f == SP_FINISH_ERROR) {
+static void cancel_unfinished(rctx *r) {
+    for (int32_t i = 0; i < r->n_ch; i++)
+        if (!r->ch[i].done) sp_job_cancel(r->ch[i].job);
+}
+
+static const char *finish_reason(sp_finish f) { return f == SP_FINISH_LENGTH ? "length" : "stop"; }
+
+/* A choice failed (engine error): the whole request fails; the other choices are cancelled. */
+static void fail_generation(rctx *r, sp_http_conn *c, const sp_job *j) {
+    cancel_unfinished(r);
+    if (r->req.stream) {
         sp_oai_error e;
-        sp_oai_set_error(&e, 500, "server_error", NULL, NULL, "%s", r->job->error);
+        sp_oai_set_error(&e, 500, "server_error", NULL, NULL, "%s", j->error);
         char *s = sp_oai_error_json(&e);
         sse_send(c, s);
         free(s);
+        sp_http_stream_write(c, "data: [DONE]\n\n", 14);
+        sp_http_stream_end(c);
     } else {
-        char *s = sp_oai_chunk(&m, false, NULL, 0, f == SP_FINISH_LENGTH ? "length" : "stop", NULL, 0);
+        reply_simple_error(c, j->error_status ? j->error_status : 500,
+                           j->error_status == 400 ? "invalid_request_error" : "server_error", NULL, NULL, j->error);
+    }
+    r->answered = true;
+}
+
+static void finish_stream(rctx *r, sp_http_conn *c) {
+    if (r->req.include_usage) {
+        sp_oai_meta m = meta_of(r);
+        sp_oai_usage u = usage_of(r);
+        char *s = sp_oai_usage_chunk(&m, &u);
         sse_send(c, s);
         free(s);
-        if (r->req.include_usage) {
-            sp_oai_usage u = usage_of(r->job);
-            s = sp_oai_usage_chunk(&m, &u);
-            sse_send(c, s);
-            free(s);
-        }
     }
     sp_http_stream_write(c, "data: [DONE]\n\n", 14);
     sp_http_stream_end(c);
     r->answered = true;
 }
 
-static void finish_whole(rctx *r, sp_http_conn *c, sp_finish f) {
-    if (f == SP_FINISH_ERROR) {
-        reply_simple_error(c, r->job->error_status ? r->job->error_status : 500,
-                           r->job->error_status == 400 ? "invalid_request_error" : "server_error", NULL, NULL, r->job->error);
-        r->answered = true;
-        return;
-    }
+static void finish_whole(rctx *r, sp_http_conn *c) {
     sp_oai_meta m = meta_of(r);
-    sp_oai_usage u = usage_of(r->job);
-    const char *text = r->text ? r->text : "";
-    size_t len = r->text_len;
-    char *echoed = NULL;
-    if (r->req.echo && r->req.prompt) {
-        size_t pl = strlen(r->req.prompt);
-        echoed = malloc(pl + len + 1);
-        memcpy(echoed, r->req.prompt, pl);
-        memcpy(echoed + pl, text, len + 1);
-        text = echoed;
-        len += pl;
+    sp_oai_usage u = usage_of(r);
+    size_t nc = r->n_ch > 0 ? (size_t)r->n_ch : 1;
+    sp_oai_choice *cs = calloc(nc, sizeof *cs);
+    char **echoed = calloc(nc, sizeof *echoed);
+    if (!cs || !echoed) abort();
+    for (int32_t i = 0; i < r->n_ch; i++) {
+        choice *ch = &r->ch[i];
+        const char *text = ch->text ? ch->text : "";
+        size_t len = ch->text_len;
+        if (r->req.echo && r->req.prompt) {
+            size_t pl = strlen(r->req.prompt);
+            echoed[i] = malloc(pl + len + 1);
+            memcpy(echoed[i], r->req.prompt, pl);
+            memcpy(echoed[i] + pl, text, len + 1);
+            text = echoed[i];
+            len += pl;
+        }
+        cs[i] = (sp_oai_choice){text, len, finish_reason(ch->finish), r->req.top_logprobs >= 0 ? ch->lps : NULL,
+                                ch->n_lps};
     }
-    char *s = sp_oai_response(&m, text, len, f == SP_FINISH_LENGTH ? "length" : "stop",
-                              r->req.top_logprobs >= 0 ? r->lps : NULL, r->n_lps, &u);
+    char *s = sp_oai_response_n(&m, cs, r->n_ch, &u);
     reply_json(r, c, 200, s);
     free(s);
+    for (int32_t i = 0; i < r->n_ch; i++) free(echoed[i]);
     free(echoed);
+    free(cs);
 }
 
 /* ---- Ollama: newline-delimited JSON, final statistics in nanoseconds ---- */
 
 static sp_ollama_stats ollama_stats(const rctx *r, sp_finish f) {
-    const sp_job *j = r->job;
+    const sp_job *j = r->ch[0].job;
     double first = j->n_gen_tokens > 0 ? j->t_first_token : j->t_end;
     sp_ollama_stats st = {
         .done_reason = f == SP_FINISH_LENGTH ? "length" : "stop",
@@ -730,80 +841,111 @@ static void ndjson_send(sp_http_conn *c, char *json) {
     free(json);
 }
 
+/* Ollama requests have one choice (the translation never sets n). */
 static void pump_ollama(rctx *r, sp_http_conn *c) {
+    choice *ch = &r->ch[0];
     sp_job_event ev[32];
     sp_finish f;
     bool started, chat = r->oll.chat;
     size_t n;
     do {
-        n = sp_job_drain(r->job, ev, 32, &f, &started);
+        n = sp_job_drain(ch->job, ev, 32, &f, &started);
         if (r->oll.stream && !r->stream_begun) {
             sp_http_stream_begin(c, 200, "application/x-ndjson");
             r->stream_begun = true;
         }
         for (size_t i = 0; i < n; i++) {
-            if (!r->oll.stream) collect_event(r, &ev[i]);
+            if (!r->oll.stream) collect_event(r, ch, &ev[i]);
             else if (ev[i].len) ndjson_send(c, sp_ollama_chunk(chat, r->app->ollama_name, ev[i].text, ev[i].len, NULL));
             free(ev[i].text);
         }
     } while (n == 32);
     if (f == SP_FINISH_NONE) return;
-    record_generation(r, f);
+    ch->done = true;
+    ch->finish = f;
+    record_generation(r);
     sp_ollama_stats st = ollama_stats(r, f);
     if (f == SP_FINISH_ERROR) {
         if (r->oll.stream) {
-            ndjson_send(c, sp_ollama_error_json(r->job->error));
+            ndjson_send(c, sp_ollama_error_json(ch->job->error));
             sp_http_stream_end(c);
         } else {
             sp_oai_error e;
-            sp_oai_set_error(&e, r->job->error_status ? r->job->error_status : 500, NULL, NULL, NULL, "%s", r->job->error);
+            sp_oai_set_error(&e, ch->job->error_status ? ch->job->error_status : 500, NULL, NULL, NULL, "%s",
+                             ch->job->error);
             reply_error_for(true, c, &e);
         }
     } else if (r->oll.stream) {
         ndjson_send(c, sp_ollama_chunk(chat, r->app->ollama_name, "", 0, &st));
         sp_http_stream_end(c);
     } else {
-        char *s = sp_ollama_chunk(chat, r->app->ollama_name, r->text ? r->text : "", r->text_len, &st);
+        char *s = sp_ollama_chunk(chat, r->app->ollama_name, ch->text ? ch->text : "", ch->text_len, &st);
         reply_json(r, c, 200, s);
         free(s);
     }
     r->answered = true;
 }
 
+/* Drain every unfinished choice in index order: stream its chunks (each with its choice index) or
+ * collect them; a finished choice gets its own finish chunk. Once all are finished: the usage chunk
+ * and [DONE], or the whole response with the choices in index order. With n = 1 the bytes are those
+ * of a single-choice stream. */
 static void pump_generation(rctx *r, sp_http_conn *c) {
     if (r->ollama) {
         pump_ollama(r, c);
         return;
     }
-    sp_job_event ev[32];
-    sp_finish f;
-    bool started;
-    size_t n;
-    do {
-        n = sp_job_drain(r->job, ev, 32, &f, &started);
-        if (r->req.stream && !r->stream_begun) {
-            sp_http_add_header(c, "Cache-Control", "no-cache");
-            sp_http_add_header(c, "X-Accel-Buffering", "no");
-            sp_http_stream_begin(c, 200, "text/event-stream");
-            r->stream_begun = true;
+    bool stream = r->req.stream, all_done = true;
+    if (stream && !r->stream_begun) {
+        sp_http_add_header(c, "Cache-Control", "no-cache");
+        sp_http_add_header(c, "X-Accel-Buffering", "no");
+        sp_http_stream_begin(c, 200, "text/event-stream");
+        r->stream_begun = true;
+    }
+    for (int32_t i = 0; i < r->n_ch; i++) {
+        choice *ch = &r->ch[i];
+        if (ch->done) continue;
+        sp_job_event ev[32];
+        sp_finish f;
+        bool started;
+        size_t n;
+        do {
+            n = sp_job_drain(ch->job, ev, 32, &f, &started);
+            if (stream && r->req.kind == SP_OAI_CHAT && !ch->role_sent && (started || n > 0)) {
+                sp_oai_meta m = meta_of(r);
+                char *s = sp_oai_chunk_at(&m, i, true, "", 0, NULL, NULL, 0);
+                sse_send(c, s);
+                free(s);
+                ch->role_sent = true;
+            }
+            for (size_t k = 0; k < n; k++) {
+                if (stream) stream_event(r, i, &ev[k]);
+                else collect_event(r, ch, &ev[k]);
+                free(ev[k].text);
+            }
+        } while (n == 32);
+        if (f == SP_FINISH_NONE) {
+            all_done = false;
+            continue;
         }
-        if (r->req.stream && r->req.kind == SP_OAI_CHAT && !r->role_sent && (started || n > 0)) {
+        ch->done = true;
+        ch->finish = f;
+        if (f == SP_FINISH_ERROR) {
+            record_generation(r);
+            fail_generation(r, c, ch->job);
+            return;
+        }
+        if (stream) {
             sp_oai_meta m = meta_of(r);
-            char *s = sp_oai_chunk(&m, true, "", 0, NULL, NULL, 0);
+            char *s = sp_oai_chunk_at(&m, i, false, NULL, 0, finish_reason(f), NULL, 0);
             sse_send(c, s);
             free(s);
-            r->role_sent = true;
         }
-        for (size_t i = 0; i < n; i++) {
-            if (r->req.stream) stream_event(r, c, &ev[i]);
-            else collect_event(r, &ev[i]);
-            free(ev[i].text);
-        }
-    } while (n == 32);
-    if (f == SP_FINISH_NONE) return;
-    record_generation(r, f);
-    if (r->req.stream) finish_stream(r, c, f);
-    else finish_whole(r, c, f);
+    }
+    if (!all_done) return;
+    record_generation(r);
+    if (stream) finish_stream(r, c);
+    else finish_whole(r, c);
 }
 
 /* --------------------------------------------------- connection events ---- */
@@ -819,26 +961,43 @@ static void rctx_pump(void *arg, sp_http_conn *c) {
         r->answered = true;
     } else if (r->result) {
         reply_json(r, c, 200, r->result);
-    } else if (r->job) {
+    } else if (r->n_ch > 0) {
         pump_generation(r, c);
     }
 }
 
 static void rctx_closed(void *arg, bool client_gone) {
     rctx *r = arg;
+    (void)client_gone;
+    /* the jobs, each with a reference of ours: prep may drop them (queue full) while we work */
+    sp_job *one, **jobs = &one;
     pthread_mutex_lock(&r->mu);
     r->closed = true;
-    sp_job *j = r->job;
+    int32_t n = r->n_ch;
+    if (n > 1) {
+        jobs = malloc(sizeof *jobs * (size_t)n);
+        if (!jobs) abort();
+    }
+    for (int32_t i = 0; i < n; i++) {
+        jobs[i] = r->ch[i].job;
+        sp_job_ref(jobs[i]);
+    }
     pthread_mutex_unlock(&r->mu);
-    if (j) {
-        sp_job_set_notify(j, NULL, NULL); /* from here on no engine callback touches r */
-        if (sp_job_state(j) == SP_FINISH_NONE) {
-            sp_job_cancel(j); /* the engine stops it within one step */
-            sp_metrics_generation(&r->app->metrics, 0, 0, 0, -1, 0, 1);
-            char note[96];
-            snprintf(note, sizeof note, "generation cancelled");
-            sp_http_log_note(r->conn, note); /* the connection is valid until closed() returns */
+    bool cancelled = false;
+    for (int32_t i = 0; i < n; i++) {
+        sp_job_set_notify(jobs[i], NULL, NULL); /* from here on no engine callback touches r */
+        if (sp_job_state(jobs[i]) == SP_FINISH_NONE) {
+            sp_job_cancel(jobs[i]); /* the engine stops it within one step (every sibling) */
+            cancelled = true;
         }
+        sp_job_unref(jobs[i]);
+    }
+    if (jobs != &one) free(jobs);
+    if (cancelled && !r->answered) { /* the client went away: one cancelled generation per request */
+        sp_metrics_generation(&r->app->metrics, 0, 0, 0, -1, 0, 1);
+        char note[96];
+        snprintf(note, sizeof note, "generation cancelled");
+        sp_http_log_note(r->conn, note); /* the connection is valid until closed() returns */
     }
     rctx_unref(r);
 }
@@ -869,7 +1028,7 @@ static void handle_metrics(app_t *a, sp_http_conn *c) {
     sp_sched_stats st = {0};
     bool ready = atomic_load(&a->ready);
     if (ready) sp_sched_get_stats(a->sched, &st);
-    char *s = sp_metrics_render(&a->metrics, st.queue_depth, st.running, ready);
+    char *s = sp_metrics_render(&a->metrics, &st, ready);
     sp_http_respond(c, 200, "text/plain; version=0.0.4; charset=utf-8", s, strlen(s));
     free(s);
 }
@@ -888,6 +1047,7 @@ static bool parse_ollama(app_t *a, rctx *r, sp_http_conn *c, const sp_http_reque
         reply_error_for(true, c, &e);
         return false;
     }
+    r->req.n = 1; /* Ollama's API has no choices */
     if (r->oll.load_only) { /* "load the model": it is always loaded here */
         sp_ollama_stats st = {.done_reason = "load"};
         char *s = sp_ollama_chunk(false, a->ollama_name, "", 0, &st);
@@ -1089,6 +1249,9 @@ int sp_app_run(const sp_app_config *cfg) {
     a->cfg = cfg;
     a->started_at = (int64_t)time(NULL);
     a->limits = sp_oai_default_limits();
+    if (cfg->max_n > 0) a->limits.max_n = cfg->max_n;
+    /* the n siblings of a request wait in the queue together: more than it holds could never start */
+    if (cfg->max_queue > 0 && a->limits.max_n > cfg->max_queue) a->limits.max_n = cfg->max_queue;
     sp_metrics_init(&a->metrics);
     pthread_mutex_init(&a->pmu, NULL);
     pthread_cond_init(&a->pcv, NULL);

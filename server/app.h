@@ -19,7 +19,12 @@ typedef struct {
     const char *cors_origins;
     int32_t n_ctx;             /* <= 0: the model's */
     int32_t threads;           /* compute threads (<= 0: one per online CPU) */
-    int32_t max_queue;         /* waiting requests before 503 */
+    int32_t max_queue;         /* waiting sequences before 429 (a request with n choices needs n) */
+    int32_t max_n;             /* largest `n` (choices per request) accepted (<= 0: 4) */
+    int32_t parallel;          /* sequences generated at once (sp_sched_opts.max_seqs; <= 0: 4) */
+    int32_t step_tokens;       /* tokens per batched engine step (<= 0: the scheduler's 128) */
+    size_t kv_mem;             /* bytes for the KV block pool (0: the scheduler's choice) */
+    int kv_type;               /* sp_kv_type: 0 f32, 1 q8 */
     size_t max_body;           /* request body bytes */
     unsigned max_connections;
     unsigned idle_timeout_s;

@@ -86,7 +86,7 @@ static void histogram(sbuf *b, const char *name, const char *help, const sp_hist
         name, (unsigned long long)h->count);
 }
 
-char *sp_metrics_render(sp_metrics *m, int32_t queue_depth, int32_t running, int ready) {
+char *sp_metrics_render(sp_metrics *m, const sp_sched_stats *st, int ready) {
     sbuf b = {malloc(4096), 0, 4096};
     pthread_mutex_lock(&m->mu);
     put(&b, "# HELP sparrow_requests_total HTTP requests by endpoint and status class.\n"
@@ -111,10 +111,40 @@ char *sp_metrics_render(sp_metrics *m, int32_t queue_depth, int32_t running, int
     histogram(&b, "sparrow_time_to_first_token_seconds", "Seconds from request to first generated token.", &m->ttft);
     histogram(&b, "sparrow_generation_tokens_per_second", "Decode speed of each request.", &m->tps);
     pthread_mutex_unlock(&m->mu);
-    put(&b, "# HELP sparrow_queue_depth Requests waiting for the engine.\n# TYPE sparrow_queue_depth gauge\n"
-            "sparrow_queue_depth %d\n", queue_depth);
-    put(&b, "# HELP sparrow_requests_running Requests being generated now.\n# TYPE sparrow_requests_running gauge\n"
-            "sparrow_requests_running %d\n", running);
+    put(&b, "# HELP sparrow_queue_depth Sequences waiting for the engine (a request with n choices queues n).\n"
+            "# TYPE sparrow_queue_depth gauge\nsparrow_queue_depth %d\n", st->queue_depth);
+    put(&b, "# HELP sparrow_requests_running Sequences being generated now.\n# TYPE sparrow_requests_running gauge\n"
+            "sparrow_requests_running %d\n", st->running);
+    put(&b, "# HELP sparrow_sequences_total Sequences (one per choice) by outcome in the scheduler.\n"
+            "# TYPE sparrow_sequences_total counter\n"
+            "sparrow_sequences_total{outcome=\"completed\"} %llu\nsparrow_sequences_total{outcome=\"cancelled\"} %llu\n"
+            "sparrow_sequences_total{outcome=\"failed\"} %llu\nsparrow_sequences_total{outcome=\"rejected\"} %llu\n",
+        (unsigned long long)st->completed, (unsigned long long)st->cancelled, (unsigned long long)st->failed,
+        (unsigned long long)st->rejected);
+    /* sparrow_kv_blocks_total is the pool's size, a gauge (Prometheus lint would prefer no _total) */
+    put(&b, "# HELP sparrow_kv_blocks KV cache blocks by state: referenced by sequences, cached (reusable "
+            "prefixes), free.\n# TYPE sparrow_kv_blocks gauge\n"
+            "sparrow_kv_blocks{state=\"used\"} %d\nsparrow_kv_blocks{state=\"cached\"} %d\n"
+            "sparrow_kv_blocks{state=\"free\"} %d\n",
+        st->kv_blocks_used, st->kv_blocks_cached, st->kv_blocks_free);
+    put(&b, "# HELP sparrow_kv_blocks_total KV cache blocks in the pool.\n# TYPE sparrow_kv_blocks_total gauge\n"
+            "sparrow_kv_blocks_total %d\n", st->kv_blocks_total);
+    put(&b, "# HELP sparrow_prefix_hit_tokens_total Prompt tokens served from cached KV blocks.\n"
+            "# TYPE sparrow_prefix_hit_tokens_total counter\nsparrow_prefix_hit_tokens_total %llu\n",
+        (unsigned long long)st->prefix_hit_tokens);
+    put(&b, "# HELP sparrow_batch_steps_total Batched engine steps (forward passes).\n"
+            "# TYPE sparrow_batch_steps_total counter\nsparrow_batch_steps_total %llu\n",
+        (unsigned long long)st->steps);
+    put(&b, "# HELP sparrow_batch_seqs_total Sequences carried by all steps (mean batch = seqs / steps).\n"
+            "# TYPE sparrow_batch_seqs_total counter\nsparrow_batch_seqs_total %llu\n",
+        (unsigned long long)st->step_seqs);
+    put(&b, "# HELP sparrow_batch_tokens_total Tokens carried by all steps (decodes and prompt chunks).\n"
+            "# TYPE sparrow_batch_tokens_total counter\nsparrow_batch_tokens_total %llu\n",
+        (unsigned long long)st->step_tokens);
+    put(&b, "# HELP sparrow_batch_seqs_last Sequences in the last step.\n# TYPE sparrow_batch_seqs_last gauge\n"
+            "sparrow_batch_seqs_last %d\n", st->last_step_seqs);
+    put(&b, "# HELP sparrow_batch_tokens_last Tokens in the last step.\n# TYPE sparrow_batch_tokens_last gauge\n"
+            "sparrow_batch_tokens_last %d\n", st->last_step_tokens);
     put(&b, "# HELP sparrow_ready Whether the model is loaded.\n# TYPE sparrow_ready gauge\nsparrow_ready %d\n", ready);
     return b.buf;
 }

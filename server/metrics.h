@@ -7,6 +7,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "scheduler/sched.h"
+
 #define SP_METRICS_ENDPOINTS 16
 #define SP_METRICS_MAX_BUCKETS 16
 
@@ -34,7 +36,8 @@ void sp_metrics_destroy(sp_metrics *m);
 void sp_metrics_request(sp_metrics *m, const char *endpoint, int status);
 void sp_metrics_generation(sp_metrics *m, int32_t prompt, int32_t cached, int32_t generated, double ttft_s,
                            double gen_s, int cancelled);
-/* Prometheus text exposition; queue depth and running come from the scheduler. malloc'd. */
-char *sp_metrics_render(sp_metrics *m, int32_t queue_depth, int32_t running, int ready);
+/* Prometheus text exposition, with the scheduler's gauges and counters (queue, running sequences,
+ * KV blocks, prefix hits, batching; all zero while the model loads). malloc'd. */
+char *sp_metrics_render(sp_metrics *m, const sp_sched_stats *st, int ready);
 
 #endif

@@ -123,7 +123,7 @@ Test(openai, wrong_types_and_ranges_name_the_parameter) {
     E("\"logit_bias\":{\"5\":101}", "logit_bias", "between -100 and 100");
     E("\"top_logprobs\":2", "top_logprobs", "requires 'logprobs'");
     E("\"logprobs\":true,\"top_logprobs\":21", "top_logprobs", "between 0 and 20");
-    E("\"n\":2", "n", "not supported yet");
+    E("\"n\":5", "n", "Expected a value <= 4, but got 5 instead");
     E("\"response_format\":{\"type\":\"json_object\"}", "response_format", "not supported yet");
     E("\"model\":7", "model", "must be a string");
     E("\"stream_options\":{\"include_usage\":\"yes\"}", "stream_options", "must be a boolean");
@@ -204,4 +204,121 @@ Test(openai, models_list) {
     cr_expect_str_eq(s, "{\"object\":\"list\",\"data\":[{\"id\":\"a\",\"object\":\"model\",\"created\":5,\"owned_by\":"
                         "\"sparrow\"},{\"id\":\"b\",\"object\":\"model\",\"created\":5,\"owned_by\":\"sparrow\"}]}");
     free(s);
+}
+
+/* n: 1..max_n (default 4), OpenAI's wording and codes when out of range, the limit configurable. */
+Test(openai, n_choices) {
+    const char *u = "\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]";
+    char b[256];
+    sp_oai_req q;
+    sp_oai_error e;
+    cr_expect_eq(sp_oai_default_limits().max_n, 4);
+    for (int n = 1; n <= 4; n++) {
+        snprintf(b, sizeof b, "{%s,\"n\":%d}", u, n);
+        cr_assert(parse(SP_OAI_CHAT, b, &q, &e), "%s: %s", b, e.message);
+        cr_expect_eq(q.n, n);
+        sp_oai_req_free(&q);
+    }
+    snprintf(b, sizeof b, "{%s,\"n\":null}", u); /* null: the default */
+    cr_assert(parse(SP_OAI_CHAT, b, &q, &e));
+    cr_expect_eq(q.n, 1);
+    sp_oai_req_free(&q);
+    cr_assert(parse(SP_OAI_COMPLETION, "{\"prompt\":\"x\",\"n\":3,\"stream\":true}", &q, &e));
+    cr_expect_eq(q.n, 3);
+    sp_oai_req_free(&q);
+
+    struct { const char *v, *code, *phrase; } bad[] = {
+        {"5", "integer_above_max_value", "Invalid 'n': integer above maximum value. Expected a value <= 4, but got 5 instead."},
+        {"129", "integer_above_max_value", "Expected a value <= 4, but got 129 instead."},
+        {"1e300", "integer_above_max_value", "Expected a value <= 4"},
+        {"0", "integer_below_min_value", "Invalid 'n': integer below minimum value. Expected a value >= 1, but got 0 instead."},
+        {"-2", "integer_below_min_value", "but got -2 instead."},
+        {"2.5", NULL, "'n' must be an integer"},
+        {"\"2\"", NULL, "'n' must be an integer"},
+        {"true", NULL, "'n' must be an integer"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        for (int k = 0; k < 2; k++) {
+            if (k == 0) snprintf(b, sizeof b, "{%s,\"n\":%s}", u, bad[i].v);
+            else snprintf(b, sizeof b, "{\"prompt\":\"x\",\"n\":%s}", bad[i].v);
+            cr_expect(!parse(k == 0 ? SP_OAI_CHAT : SP_OAI_COMPLETION, b, &q, &e), "accepted: %s", b);
+            cr_expect_eq(e.status, 400, "%s", b);
+            cr_expect_str_eq(e.type, "invalid_request_error", "%s", b);
+            cr_expect_str_eq(e.param, "n", "%s", b);
+            if (bad[i].code) cr_expect_str_eq(e.code, bad[i].code, "%s", b);
+            else cr_expect_null(e.code, "%s", b);
+            cr_expect(strstr(e.message, bad[i].phrase) != NULL, "'%s' not in '%s'", bad[i].phrase, e.message);
+        }
+    }
+    /* the limit is configurable (sparrow serve --max-n), and 1 means no choices beyond the first */
+    sp_oai_limits lim = sp_oai_default_limits();
+    lim.max_n = 8;
+    const char *b8 = "{\"prompt\":\"x\",\"n\":8}";
+    cr_assert(sp_oai_parse(SP_OAI_COMPLETION, b8, strlen(b8), &lim, &q, &e), "%s", e.message);
+    cr_expect_eq(q.n, 8);
+    sp_oai_req_free(&q);
+    const char *b9 = "{\"prompt\":\"x\",\"n\":9}";
+    cr_expect(!sp_oai_parse(SP_OAI_COMPLETION, b9, strlen(b9), &lim, &q, &e));
+    cr_expect(strstr(e.message, "Expected a value <= 8, but got 9") != NULL, "%s", e.message);
+    lim.max_n = 1;
+    const char *b2 = "{\"prompt\":\"x\",\"n\":2}";
+    cr_expect(!sp_oai_parse(SP_OAI_COMPLETION, b2, strlen(b2), &lim, &q, &e));
+    cr_expect_str_eq(e.code, "integer_above_max_value");
+    const char *b1 = "{\"prompt\":\"x\",\"n\":1}";
+    cr_assert(sp_oai_parse(SP_OAI_COMPLETION, b1, strlen(b1), &lim, &q, &e));
+    sp_oai_req_free(&q);
+}
+
+/* The error of a full queue: OpenAI's rate-limit shape (type "requests", code "rate_limit_exceeded"). */
+Test(openai, rate_limit_error_shape) {
+    sp_oai_error e;
+    sp_oai_set_error(&e, 429, "requests", "rate_limit_exceeded", NULL, "Rate limit reached");
+    char *s = sp_oai_error_json(&e);
+    cr_expect_str_eq(s, "{\"error\":{\"message\":\"Rate limit reached\",\"type\":\"requests\",\"param\":null,"
+                        "\"code\":\"rate_limit_exceeded\"}}");
+    free(s);
+}
+
+/* n choices: index 0..n-1 in order, each with its own text, finish reason and logprobs; one usage;
+ * one choice gives exactly sp_oai_response's bytes. Chunks carry their choice index. */
+Test(openai, n_choice_shapes) {
+    sp_oai_meta m = {SP_OAI_CHAT, "chatcmpl-1", 1700000000, "stories"};
+    sp_oai_usage u = {5, 7, 4};
+    sp_oai_logprob lp = {.token = "b", .token_len = 1, .logprob = -0.5f};
+    sp_oai_choice cs[3] = {{"a", 1, "stop", NULL, 0}, {"b", 1, "length", &lp, 1}, {"", 0, "stop", NULL, 0}};
+    char *s = sp_oai_response_n(&m, cs, 3, &u);
+    cr_expect_str_eq(s, "{\"id\":\"chatcmpl-1\",\"object\":\"chat.completion\",\"created\":1700000000,\"model\":\"stories\","
+                        "\"system_fingerprint\":\"sparrow\",\"choices\":["
+                        "{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":\"a\",\"refusal\":null},"
+                        "\"logprobs\":null,\"finish_reason\":\"stop\"},"
+                        "{\"index\":1,\"message\":{\"role\":\"assistant\",\"content\":\"b\",\"refusal\":null},"
+                        "\"logprobs\":{\"content\":[{\"token\":\"b\",\"logprob\":-0.5,\"bytes\":[98],\"top_logprobs\":[]}],"
+                        "\"refusal\":null},\"finish_reason\":\"length\"},"
+                        "{\"index\":2,\"message\":{\"role\":\"assistant\",\"content\":\"\",\"refusal\":null},"
+                        "\"logprobs\":null,\"finish_reason\":\"stop\"}],"
+                        "\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":7,\"total_tokens\":12,"
+                        "\"prompt_tokens_details\":{\"cached_tokens\":4}}}");
+    free(s);
+    char *one = sp_oai_response_n(&m, cs, 1, &u), *single = sp_oai_response(&m, "a", 1, "stop", NULL, 0, &u);
+    cr_expect_str_eq(one, single);
+    free(one);
+    free(single);
+    sp_oai_meta c = {SP_OAI_COMPLETION, "cmpl-1", 1, "stories"};
+    s = sp_oai_response_n(&c, cs, 2, &u);
+    cr_expect(strstr(s, "\"choices\":[{\"index\":0,\"text\":\"a\",\"logprobs\":null,\"finish_reason\":\"stop\"},"
+                        "{\"index\":1,\"text\":\"b\",\"logprobs\":{\"tokens\":[\"b\"],\"token_logprobs\":[-0.5],"
+                        "\"top_logprobs\":[{}],\"text_offset\":[0]},\"finish_reason\":\"length\"}]") != NULL, "%s", s);
+    free(s);
+    s = sp_oai_chunk_at(&m, 2, true, "", 0, NULL, NULL, 0);
+    cr_expect(strstr(s, "\"choices\":[{\"index\":2,\"delta\":{\"role\":\"assistant\",\"content\":\"\"},\"logprobs\":null,"
+                        "\"finish_reason\":null}]}") != NULL, "%s", s);
+    free(s);
+    s = sp_oai_chunk_at(&c, 3, false, NULL, 0, "length", NULL, 0);
+    cr_expect(strstr(s, "\"choices\":[{\"index\":3,\"text\":\"\",\"logprobs\":null,\"finish_reason\":\"length\"}]}") != NULL,
+              "%s", s);
+    free(s);
+    char *a0 = sp_oai_chunk_at(&m, 0, false, "x", 1, NULL, NULL, 0), *b0 = sp_oai_chunk(&m, false, "x", 1, NULL, NULL, 0);
+    cr_expect_str_eq(a0, b0);
+    free(a0);
+    free(b0);
 }
