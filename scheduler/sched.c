@@ -193,17 +193,66 @@ static void refuse(sp_sched *s, sp_job *j, int status, const char *err) {
     sp_job_unref(j);
 }
 
-/* Does a prompt still being prefilled begin with the same first block as p? Then p waits for it and
- * attaches its blocks instead of computing them a second time. */
+/* Is a prompt still being prefilled the same as p, or does it begin with the same first block? Then
+ * p waits for it: an identical prompt (the n choices of one request) is forked from it when its
+ * prefill ends, sharing every block; a common first block is attached from the prefix index. */
 static bool shares_pending_prefix(const sp_sched *s, const int32_t *p, int32_t n) {
-    if (n <= SP_KV_BLOCK) return false;
     for (int32_t i = 0; i < s->n_run; i++) {
         const seq_t *q = &s->seqs[i];
-        if (q->phase == PHASE_PREFILL && q->job->p.n_prompt > SP_KV_BLOCK &&
-            !memcmp(q->job->p.prompt, p, SP_KV_BLOCK * sizeof *p))
-            return true;
+        if (q->phase != PHASE_PREFILL) continue;
+        const int32_t *qp = q->job->p.prompt;
+        int32_t qn = q->job->p.n_prompt;
+        if (qn == n && !memcmp(qp, p, (size_t)n * sizeof *p)) return true;
+        if (n > SP_KV_BLOCK && qn > SP_KV_BLOCK && !memcmp(qp, p, SP_KV_BLOCK * sizeof *p)) return true;
     }
     return false;
+}
+
+/* Fill a new slot for job j with the given KV sequence (mutex held). */
+static seq_t *add_seq(sp_sched *s, sp_job *j, sp_kv_seq *kv, float *logits, sp_sampler *smp, int32_t cached) {
+    seq_t *q = &s->seqs[s->n_run++];
+    memset(q, 0, sizeof *q);
+    q->job = j;
+    q->kv = kv;
+    q->smp = smp;
+    q->logits = logits;
+    q->phase = PHASE_PREFILL;
+    q->fed = cached;
+    sp_detok_init(&q->d, s->m->tok, false);
+    sp_stop_init(&q->st, j->p.stop, j->p.n_stop);
+    j->t_start = sp_now();
+    j->n_prompt_tokens = j->p.n_prompt;
+    j->n_cached_tokens = cached;
+    s->stats.running = s->n_run;
+    return q;
+}
+
+/* q's prompt is done: queued jobs with the very same prompt (siblings) start now as forks of q,
+ * sharing all its blocks (the partial last one is copied when first written) and its logits.
+ * Returns how many started; they sample in this step like q. */
+static int fork_siblings(sp_sched *s, seq_t *q) {
+    int started = 0;
+    const int32_t *p = q->job->p.prompt;
+    int32_t n = q->job->p.n_prompt;
+    pthread_mutex_lock(&s->mu);
+    while (s->q_len > 0 && s->n_run < s->max_seqs) {
+        sp_job *j = s->queue[s->q_head];
+        if (j->p.n_prompt != n || memcmp(j->p.prompt, p, (size_t)n * sizeof *p)) break;
+        sp_kv_seq *kv = sp_kv_seq_fork(q->kv);
+        float *logits = malloc((size_t)s->m->hp.n_vocab * sizeof *logits);
+        sp_sampler *smp = sp_sampler_new(&j->p.sampling, s->m->hp.n_vocab);
+        if (!kv || !logits || !smp) abort();
+        memcpy(logits, q->logits, (size_t)s->m->hp.n_vocab * sizeof *logits);
+        s->q_head = (s->q_head + 1) % s->q_cap, s->q_len--;
+        size_t qi = (size_t)(q - s->seqs);
+        seq_t *f = add_seq(s, j, kv, logits, smp, n);
+        q = &s->seqs[qi];
+        f->phase = PHASE_DECODE;
+        f->in_batch = true;
+        started++;
+    }
+    pthread_mutex_unlock(&s->mu);
+    return started;
 }
 
 /* Start the job at the head of the queue if it can run now. Returns 1 started (or refused: the
@@ -221,6 +270,16 @@ static int admit_one(sp_sched *s) {
         refuse(s, j, 400, err);
         pthread_mutex_lock(&s->mu);
         return 1;
+    }
+    for (int32_t i = 0; i < n; i++) { /* a bad id must not reach a batch it shares with others */
+        if (p[i] < 0 || p[i] >= s->m->hp.n_vocab) {
+            s->q_head = (s->q_head + 1) % s->q_cap, s->q_len--;
+            pthread_mutex_unlock(&s->mu);
+            snprintf(err, sizeof err, "prompt token %d: id %d is out of range [0, %d)", i, p[i], s->m->hp.n_vocab);
+            refuse(s, j, 400, err);
+            pthread_mutex_lock(&s->mu);
+            return 1;
+        }
     }
     if (s->n_run >= s->max_seqs || shares_pending_prefix(s, p, n)) return 0;
     pthread_mutex_unlock(&s->mu);
@@ -247,20 +306,7 @@ static int admit_one(sp_sched *s) {
     }
     pthread_mutex_lock(&s->mu);
     s->q_head = (s->q_head + 1) % s->q_cap, s->q_len--;
-    seq_t *q = &s->seqs[s->n_run++];
-    memset(q, 0, sizeof *q);
-    q->job = j;
-    q->kv = kv;
-    q->smp = smp;
-    q->logits = logits;
-    q->phase = PHASE_PREFILL;
-    q->fed = cached;
-    sp_detok_init(&q->d, s->m->tok, false);
-    sp_stop_init(&q->st, j->p.stop, j->p.n_stop);
-    j->t_start = sp_now();
-    j->n_prompt_tokens = n;
-    j->n_cached_tokens = cached;
-    s->stats.running = s->n_run;
+    add_seq(s, j, kv, logits, smp, cached);
     return 1;
 }
 
@@ -351,6 +397,15 @@ static void step(sp_sched *s) {
     s->stats.last_step_tokens = n_tok;
     kv_stats_locked(s);
     pthread_mutex_unlock(&s->mu);
+    /* prompts that ended: start their waiting siblings (appended, in_batch, with the same logits) */
+    for (int32_t i = 0, n = s->n_run; i < n; i++) {
+        seq_t *q = &s->seqs[i];
+        if (!q->in_batch || q->phase != PHASE_PREFILL) continue;
+        q->fed += q->chunk;
+        if (!q->want_logits) continue;
+        q->phase = PHASE_DECODE;
+        fork_siblings(s, q);
+    }
     /* sample, emit, retire (backwards: retiring shifts the later ones) */
     for (int32_t i = s->n_run - 1; i >= 0; i--) {
         seq_t *q = &s->seqs[i];
@@ -358,12 +413,8 @@ static void step(sp_sched *s) {
             if (q->phase == PHASE_DECODE) retire(s, i, SP_FINISH_LENGTH, 0, NULL); /* no KV block left */
             continue;
         }
-        if (q->phase == PHASE_PREFILL) {
-            q->fed += q->chunk;
-            if (!q->want_logits) continue;
-            q->phase = PHASE_DECODE;
-            sp_job_set_started(q->job);
-        }
+        if (q->phase == PHASE_PREFILL) continue; /* more prompt to go */
+        if (q->job->n_gen_tokens == 0) sp_job_set_started(q->job);
         sp_finish f = sample_and_emit(s, q);
         if (f != SP_FINISH_NONE) retire(s, i, f, 0, NULL);
     }

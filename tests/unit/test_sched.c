@@ -3,6 +3,7 @@
  * queue limits and prompt-length errors. */
 #include <criterion/criterion.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -191,6 +192,51 @@ Test(sched, greedy_text_equals_run_and_prefix_is_reused) {
     sp_sched_free(s);
 }
 
+/* Jobs submitted together with the same prompt (a request's n choices) run as forks of one prefill:
+ * the siblings compute no prompt token, share its blocks, and at temperature 0 give the same text as
+ * a lone run; running them next to an unrelated job changes nothing either. */
+Test(sched, siblings_fork_one_prefill_and_batching_changes_no_token) {
+    char err[256];
+    sp_sched_opts o = {.max_queue = 8, .max_seqs = 8};
+    sp_sched *s = sp_sched_new(model, &o, err, sizeof err);
+    cr_assert_not_null(s, "%s", err);
+    sp_job *alone = make_job(once, 5, 40);
+    cr_assert_eq(sp_sched_submit(s, alone), 0);
+    sp_finish f;
+    int n_events;
+    char want[4096];
+    snprintf(want, sizeof want, "%s", collect(alone, &f, &n_events));
+    sp_job_unref(alone);
+    static const int32_t other[] = {1, 403, 407, 261, 378, 263, 317}; /* a different prompt */
+    static const int32_t bad[] = {1, 403, 512};                          /* an id past the vocabulary */
+    sp_job *jobs[6];
+    for (int i = 0; i < 4; i++) jobs[i] = make_job(once, 5, 40);
+    jobs[4] = make_job(other, 7, 40);
+    jobs[5] = make_job(bad, 3, 40);
+    cr_assert_eq(sp_sched_submit_many(s, jobs, 6), 0);
+    for (int i = 0; i < 4; i++) {
+        cr_expect_str_eq(collect(jobs[i], &f, &n_events), want, "sibling %d (finish %d: %s)", i, f, jobs[i]->error);
+        cr_expect_eq(jobs[i]->n_gen_tokens, 40);
+    }
+    collect(jobs[4], &f, &n_events);
+    cr_expect_eq(f, SP_FINISH_LENGTH);
+    collect(jobs[5], &f, &n_events);
+    cr_expect_eq(f, SP_FINISH_ERROR, "a bad token id is refused alone");
+    cr_expect_str_eq(jobs[5]->error, "prompt token 2: id 512 is out of range [0, 512)");
+    cr_expect_eq(jobs[5]->error_status, 400);
+    cr_expect_eq(jobs[0]->n_cached_tokens, 0);
+    for (int i = 1; i < 4; i++) cr_expect_eq(jobs[i]->n_cached_tokens, 5, "sibling %d computed no prompt token", i);
+    sp_sched_stats st;
+    sp_sched_get_stats(s, &st);
+    cr_expect_eq(st.completed, 6);
+    cr_expect_eq(st.failed, 1);
+    cr_expect_gt(st.step_seqs, st.steps, "steps carried several sequences (%llu over %llu steps)",
+                 (unsigned long long)st.step_seqs, (unsigned long long)st.steps);
+    cr_expect_eq(st.kv_blocks_used, 0);
+    for (int i = 0; i < 6; i++) sp_job_unref(jobs[i]);
+    sp_sched_free(s);
+}
+
 Test(sched, stop_string_ends_generation) {
     char err[256];
     sp_sched_opts o = {.max_queue = 4};
@@ -259,7 +305,7 @@ Test(sched, full_queue_refuses_and_free_cancels_waiting_jobs) {
     char err[256];
     /* a context far longer than the time the test takes to generate into it, so job 0 is still
      * running while the others are submitted, however fast the kernels are */
-    sp_sched_opts o = {.n_ctx = 1 << 16, .max_queue = 2};
+    sp_sched_opts o = {.n_ctx = 1 << 16, .max_queue = 2, .max_seqs = 1};
     sp_sched *s = sp_sched_new(model, &o, err, sizeof err);
     cr_assert_not_null(s, "%s", err);
     sp_job *jobs[4];
