@@ -9,6 +9,7 @@
  * activation (max|x| / 254) times Σ|w|, plus the weights' own repacking error times Σ|x|. */
 #include <criterion/criterion.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -380,6 +381,10 @@ Test(pool, thread_ids_in_range) {
 /* ---- selection ---- */
 
 Test(kernels, select_by_name) {
+    char list[64] = "";
+    for (int i = 0, nt = n_fast_tables(); i < nt; i++)
+        snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", i ? " " : "", fast_tables[i]->name);
+    cr_log_info("fast tables tested on this CPU: %s", *list ? list : "none");
     cr_assert_eq(sp_kernels_select("ref"), sp_kernels_ref());
     cr_assert_null(sp_kernels_select("no-such-isa"));
     const sp_kernels *def = sp_kernels_select("auto");
