@@ -26,6 +26,7 @@ typedef struct {
     int64_t n_ctx;
     bool echo;
     bool ignore_eos;
+    bool no_weight_cache;
     sp_sampler_params sp;
     sp_logit_bias bias[MAX_BIAS];
 } run_opts;
@@ -52,6 +53,8 @@ static void run_usage(FILE *f) {
             "  --no-echo               do not print the prompt before the generated text\n"
             "  -t, --threads N         compute threads (default: all online CPUs)\n"
             "  --kernels NAME          kernel table: auto (default), ref, avx2 (or env SPARROW_KERNELS)\n"
+            "  --no-weight-cache       repack the weights in memory instead of mapping the cache file\n"
+            "                          ($SPARROW_CACHE_DIR, else ~/.cache/sparrow) that later runs reuse\n"
             "  --logits-out FILE       write the logits of every prompt position (float32 LE\n"
             "                          [n_prompt][n_vocab]) and exit after the prompt if -n 0\n");
 }
@@ -89,6 +92,7 @@ static int parse_args(int argc, char **argv, run_opts *o) {
         if (!strcmp(a, "-h") || !strcmp(a, "--help")) { run_usage(stdout); exit(0); }
         else if (!strcmp(a, "--ignore-eos")) { o->ignore_eos = true; takes = false; }
         else if (!strcmp(a, "--no-echo")) { o->echo = false; takes = false; }
+        else if (!strcmp(a, "--no-weight-cache")) { o->no_weight_cache = true; takes = false; }
         else if (!v) { fprintf(stderr, "sparrow run: %s needs a value\n", a); return 2; }
         else if (!strcmp(a, "-m") || !strcmp(a, "--model")) o->model = v;
         else if (!strcmp(a, "-p") || !strcmp(a, "--prompt")) o->prompt = v;
@@ -268,11 +272,15 @@ int sp_cli_run(int argc, char **argv) {
                 o.kernels ? o.kernels : getenv("SPARROW_KERNELS"), sp_kernels_names());
         return 2;
     }
-    sp_model *m = sp_model_load_with(o.model, k, err, sizeof err);
+    char cache_dir[4096];
+    sp_load_opts lo = {.kernels = k, .progress = true};
+    if (!o.no_weight_cache && sp_conf_cache_dir(cache_dir, sizeof cache_dir)) lo.cache_dir = cache_dir;
+    sp_model *m = sp_model_load_opts(o.model, &lo, err, sizeof err);
     if (!m) {
         fprintf(stderr, "sparrow run: %s: %s\n", o.model, err);
         return 1;
     }
+    if (m->wcache_note[0]) fprintf(stderr, "sparrow run: %s\n", m->wcache_note);
     if (o.threads > 0 && !sp_model_set_threads(m, (int)o.threads)) {
         fprintf(stderr, "sparrow run: cannot start %lld threads\n", (long long)o.threads);
         sp_model_free(m);

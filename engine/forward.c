@@ -333,7 +333,9 @@ int sp_fwd_eval(sp_fwd *f, sp_batch_item *items, int n_items, char *err, size_t 
             sp_rope_angles(f->rope_cs + t * hp->n_rot, hp->n_rot, f->pos[t], hp->rope_theta, m->rope_freqs);
         }
     }
+    sp_model_prefetch_layer(m, 0);
     for (int il = 0; il < hp->n_layer; il++) {
+        sp_model_prefetch_layer(m, il + 1); /* flash reads overlap this layer's compute */
         attn_block(f, il, n_tok);
         ffn_block(f, il, n_tok);
     }

@@ -11,7 +11,9 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "kernels/pack.h"
 #include "kernels/types.h"
+#include "storage/wcache.h"
 
 void sp_engine_seterr(char *err, size_t errlen, const char *fmt, ...) {
     if (!err || !errlen) return;
@@ -256,24 +258,140 @@ static int model_mats(sp_model *m, sp_mat **out, int cap) {
     return n;
 }
 
-/* Repack every matrix for m->k, then drop the now unused file pages from memory (they stay mapped
- * and fault back in if read, e.g. embedding rows of a tied output head). */
-static void pack_weights(sp_model *m) {
+/* Drop the file pages of a matrix's original bytes (they stay mapped and fault back in if read, e.g.
+ * embedding rows of a tied output head). */
+static void drop_source_pages(const sp_mat *w) {
+    long page = sysconf(_SC_PAGESIZE);
+    uintptr_t a = (uintptr_t)w->data, e = a + (uintptr_t)(w->row_bytes * (size_t)w->n_out);
+    a = (a + (uintptr_t)page - 1) & ~(uintptr_t)(page - 1);
+    e &= ~(uintptr_t)(page - 1);
+    if (e > a) madvise((void *)a, e - a, MADV_DONTNEED);
+}
+
+static void progress(const sp_load_opts *o, const char *what, int done, int total) {
+    if (!o || !o->progress) return;
+    static int last = -1;
+    int pct = total ? done * 100 / total : 100;
+    if (isatty(2)) {
+        int bar = pct * 30 / 100;
+        fprintf(stderr, "\rsparrow: %s [%.*s%*s] %3d%%", what, bar, "##############################", 30 - bar, "", pct);
+        if (done == total) fputc('\n', stderr);
+    } else if (pct / 25 != last / 25 || done == total) {
+        fprintf(stderr, "sparrow: %s %d%%\n", what, pct);
+    }
+    last = done == total ? -1 : pct;
+}
+
+/* Repack every matrix for m->k in memory. */
+static void pack_in_memory(sp_model *m, sp_mat **mats, int n, const sp_load_opts *o) {
+    for (int i = 0; i < n; i++) {
+        if (m->k->pack(mats[i])) {
+            m->packed_bytes += mats[i]->packed_bytes;
+            drop_source_pages(mats[i]);
+        }
+        progress(o, "repacking weights", i + 1, n);
+    }
+}
+
+static void fill_entries(sp_mat **mats, int n, sp_wcache_entry *e) {
+    for (int i = 0; i < n; i++) {
+        uint32_t fmt;
+        size_t bytes = sp_pack_plan(mats[i], &fmt);
+        e[i] = (sp_wcache_entry){fmt, mats[i]->type, mats[i]->n_in, mats[i]->n_out, bytes, NULL};
+    }
+}
+
+/* Repack one matrix at a time into a new cache file (never the whole packed model in memory). */
+static bool build_cache(sp_model *m, sp_mat **mats, int n, sp_wcache_entry *e, const char *key,
+                        const sp_load_opts *o, char *err, size_t errlen) {
+    sp_wcache_writer *w = sp_wcache_begin(m->wcache_path, key, n, err, errlen);
+    if (!w) return false;
+    for (int i = 0; i < n; i++) {
+        const void *blob = "";
+        if (e[i].bytes) {
+            if (!m->k->pack(mats[i]) || mats[i]->packed_bytes != e[i].bytes || mats[i]->pack_fmt != e[i].fmt) {
+                sp_mat_unpack(mats[i]);
+                sp_wcache_abort(w);
+                sp_engine_seterr(err, errlen, "weight cache: the kernels packed a matrix unlike pack.h plans it");
+                return false;
+            }
+            blob = mats[i]->packed;
+        }
+        bool ok = sp_wcache_append(w, &e[i], blob, err, errlen);
+        sp_mat_unpack(mats[i]);
+        drop_source_pages(mats[i]);
+        if (!ok) {
+            sp_wcache_abort(w);
+            return false;
+        }
+        progress(o, "repacking weights into the cache", i + 1, n);
+    }
+    return sp_wcache_commit(w, err, errlen);
+}
+
+/* Point the matrices at the cache's blobs. */
+static void use_cache(sp_model *m, sp_mat **mats, int n, const sp_wcache_entry *e) {
+    for (int i = 0; i < n; i++) {
+        if (!e[i].bytes) continue;
+        mats[i]->packed = (void *)e[i].data;
+        mats[i]->pack_fmt = e[i].fmt;
+        mats[i]->packed_bytes = e[i].bytes;
+        mats[i]->packed_mapped = true;
+        m->packed_bytes += e[i].bytes;
+    }
+}
+
+/* Repack for m->k: through the cache file in o->cache_dir when given (map it if valid, else build it
+ * and map it), else in memory. A cache that cannot be written is a note, not an error. */
+static void pack_weights(sp_model *m, const char *path, const sp_load_opts *o) {
     if (!m->k->pack) return;
     int cap = m->hp.n_layer * 7 + 1;
     sp_mat **mats = malloc((size_t)cap * sizeof *mats);
-    if (!mats) return;
+    sp_wcache_entry *e = malloc((size_t)cap * sizeof *e);
+    if (!mats || !e) abort();
     int n = model_mats(m, mats, cap);
-    long page = sysconf(_SC_PAGESIZE);
-    for (int i = 0; i < n; i++) {
-        if (!m->k->pack(mats[i])) continue;
-        m->packed_bytes += mats[i]->packed_bytes;
-        uintptr_t a = (uintptr_t)mats[i]->data, e = a + (uintptr_t)(mats[i]->row_bytes * (size_t)mats[i]->n_out);
-        a = (a + (uintptr_t)page - 1) & ~(uintptr_t)(page - 1);
-        e &= ~(uintptr_t)(page - 1);
-        if (e > a) madvise((void *)a, e - a, MADV_DONTNEED);
+    char key[2048], err[512] = "";
+    if (o && o->cache_dir) {
+        char layout[128];
+        snprintf(layout, sizeof layout, "%s/pack1", m->k->name);
+        if (!sp_wcache_key(path, layout, key, sizeof key)) {
+            snprintf(m->wcache_note, sizeof m->wcache_note, "weight cache not used: cannot identify the model file");
+        } else {
+            sp_wcache_path(o->cache_dir, key, m->wcache_path, sizeof m->wcache_path);
+            fill_entries(mats, n, e);
+            m->wcache = sp_wcache_open(m->wcache_path, key, e, n, err, sizeof err);
+            if (m->wcache) {
+                m->wcache_state = 1;
+            } else {
+                if (strncmp(err, "missing", 7) != 0) snprintf(m->wcache_note, sizeof m->wcache_note, "rebuilt: %s", err);
+                if (build_cache(m, mats, n, e, key, o, err, sizeof err)) {
+                    m->wcache = sp_wcache_open(m->wcache_path, key, e, n, err, sizeof err);
+                    if (m->wcache) m->wcache_state = 2;
+                }
+                if (!m->wcache) snprintf(m->wcache_note, sizeof m->wcache_note, "weight cache not used: %s", err);
+            }
+        }
+        if (m->wcache) {
+            use_cache(m, mats, n, e);
+            uint64_t budget = o->lock_bytes;
+            for (int i = 0; i < n && budget; i++) { /* output head, then layers in order */
+                if (!e[i].bytes || e[i].bytes > budget || !sp_wcache_lock(m->wcache, i)) continue;
+                budget -= e[i].bytes;
+                m->locked_bytes += e[i].bytes;
+            }
+            m->prefetch = o->prefetch;
+        }
     }
+    if (!m->wcache) pack_in_memory(m, mats, n, o);
     free(mats);
+    free(e);
+}
+
+void sp_model_prefetch_layer(const sp_model *m, int il) {
+    if (!m->prefetch || !m->wcache || il < 0 || il > m->hp.n_layer) return;
+    if (il == m->hp.n_layer) sp_wcache_prefetch(m->wcache, 0); /* the output head comes after the last layer */
+    else
+        for (int i = 0; i < 7; i++) sp_wcache_prefetch(m->wcache, 1 + 7 * il + i);
 }
 
 bool sp_model_set_threads(sp_model *m, int n) {
@@ -288,11 +406,32 @@ bool sp_model_set_threads(sp_model *m, int n) {
 
 int sp_model_threads(const sp_model *m) { return sp_pool_size(m->pool); }
 
+bool sp_model_peek(const char *path, sp_hparams *hp, uint64_t *weight_bytes, char *err, size_t errlen) {
+    sp_model m;
+    memset(&m, 0, sizeof m);
+    m.gguf = sp_gguf_open(path, err, errlen);
+    if (!m.gguf) return false;
+    loader L = {&m, err, errlen};
+    bool ok = read_arch(&L) && read_hparams(&L);
+    if (ok) {
+        *hp = m.hp;
+        *weight_bytes = sp_model_weight_bytes(&m);
+    }
+    sp_gguf_close(m.gguf);
+    return ok;
+}
+
 sp_model *sp_model_load(const char *path, char *err, size_t errlen) {
     return sp_model_load_with(path, NULL, err, errlen);
 }
 
 sp_model *sp_model_load_with(const char *path, const sp_kernels *k, char *err, size_t errlen) {
+    sp_load_opts o = {.kernels = k};
+    return sp_model_load_opts(path, &o, err, errlen);
+}
+
+sp_model *sp_model_load_opts(const char *path, const sp_load_opts *o, char *err, size_t errlen) {
+    const sp_kernels *k = o ? o->kernels : NULL;
     if (!k) k = sp_kernels_select(NULL);
     if (!k) {
         sp_engine_seterr(err, errlen, "model: SPARROW_KERNELS names no kernel table usable here (known: %s)", sp_kernels_names());
@@ -315,7 +454,7 @@ sp_model *sp_model_load_with(const char *path, const sp_kernels *k, char *err, s
     }
     sp_gguf_get_bool(m->gguf, "sparrow.synthetic", &m->synthetic);
     m->k = k;
-    pack_weights(m);
+    pack_weights(m, path, o);
     if (!sp_model_set_threads(m, 0)) {
         sp_engine_seterr(err, errlen, "model: cannot start the compute threads");
         sp_model_free(m);
@@ -337,6 +476,7 @@ void sp_model_free(sp_model *m) {
         free(m->layers);
     }
     sp_mat_unpack(&m->output);
+    sp_wcache_close(m->wcache);
     sp_pool_free(m->pool);
     free(m->output_norm);
     free(m->rope_freqs);

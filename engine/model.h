@@ -55,7 +55,30 @@ typedef struct {
     const sp_kernels *k;        /* the kernel table; weights were packed for it at load */
     sp_pool *pool;              /* compute threads (sp_model_set_threads) */
     uint64_t packed_bytes;      /* bytes of weights repacked for k (0 for the reference) */
+    /* the packed-weight cache (storage/wcache.h) the packed matrices live in, when used */
+    struct sp_wcache *wcache;
+    int wcache_state;           /* 0 none, 1 mapped an existing cache, 2 built it this load */
+    char wcache_path[4096];
+    char wcache_note[512];      /* why the cache was rebuilt or not used (empty when all went well) */
+    bool prefetch;              /* forward passes ask for the next layer's weights ahead */
+    uint64_t locked_bytes;      /* weight bytes mlocked */
 } sp_model;
+
+/* How to load. Zero-initialized: default kernels, weights repacked in memory, no progress. */
+typedef struct {
+    const sp_kernels *kernels;  /* NULL: sp_kernels_select(NULL) */
+    const char *cache_dir;      /* keep the repacked weights in a cache file here and map it (a later
+                                 * load maps it instead of repacking); NULL: repack in memory */
+    bool progress;              /* report loading progress on stderr */
+    bool prefetch;              /* read layer l+1's weights ahead while layer l computes (flash) */
+    uint64_t lock_bytes;        /* mlock up to this many bytes of cached weights, first layers first */
+} sp_load_opts;
+
+sp_model *sp_model_load_opts(const char *path, const sp_load_opts *o, char *err, size_t errlen);
+/* Read a model file's hyper-parameters and weight bytes without loading it (for memory planning). */
+bool sp_model_peek(const char *path, sp_hparams *hp, uint64_t *weight_bytes, char *err, size_t errlen);
+/* Ask for layer il's weights to be read ahead (no-op unless m->prefetch and a cache is mapped). */
+void sp_model_prefetch_layer(const sp_model *m, int il);
 
 /* Load with the default kernels: sp_kernels_select(NULL) (SPARROW_KERNELS, else the CPU's best)
  * and one compute thread per online CPU. */

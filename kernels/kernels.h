@@ -25,6 +25,7 @@ typedef struct {
     void *packed;
     uint32_t pack_fmt;
     size_t packed_bytes;
+    bool packed_mapped; /* packed points into a mapped cache file (storage/wcache): not freed here */
 } sp_mat;
 
 typedef struct sp_kernels {

@@ -163,14 +163,27 @@ static bool packable_q8(uint32_t type) {
     }
 }
 
-bool sp_pack_mat(sp_mat *w) {
-    if (w->packed || w->n_in % SP_PACK_BLK || w->n_in <= 0 || w->n_out <= 0) return false;
+static size_t tile_size(uint32_t fmt) {
+    return fmt == SP_PACK_Q4X8 ? sizeof(sp_tile_q4x8) : fmt == SP_PACK_Q4X8M ? sizeof(sp_tile_q4x8m) : sizeof(sp_tile_q8x8);
+}
+
+size_t sp_pack_plan(const sp_mat *w, uint32_t *fmt) {
+    *fmt = SP_PACK_NONE;
+    if (w->n_in % SP_PACK_BLK || w->n_in <= 0 || w->n_out <= 0) return 0;
     bool q4 = w->type == SP_TYPE_Q4_0 || w->type == SP_TYPE_Q4_1 || w->type == SP_TYPE_Q4_K;
-    if (!q4 && !packable_q8(w->type)) return false;
-    uint32_t fmt = !q4 ? SP_PACK_Q8X8 : w->type == SP_TYPE_Q4_0 ? SP_PACK_Q4X8 : SP_PACK_Q4X8M;
+    if (!q4 && !packable_q8(w->type)) return 0;
+    *fmt = !q4 ? SP_PACK_Q8X8 : w->type == SP_TYPE_Q4_0 ? SP_PACK_Q4X8 : SP_PACK_Q4X8M;
+    return (size_t)sp_pack_groups(w) * (size_t)sp_pack_tiles(w) * tile_size(*fmt);
+}
+
+bool sp_pack_mat(sp_mat *w) {
+    uint32_t fmt;
+    if (w->packed) return false;
+    size_t bytes = sp_pack_plan(w, &fmt);
+    if (!bytes) return false;
+    bool q4 = fmt != SP_PACK_Q8X8;
     int64_t ng = sp_pack_groups(w), nb = sp_pack_tiles(w);
-    size_t tile = fmt == SP_PACK_Q4X8 ? sizeof(sp_tile_q4x8) : fmt == SP_PACK_Q4X8M ? sizeof(sp_tile_q4x8m) : sizeof(sp_tile_q8x8);
-    size_t bytes = (size_t)ng * (size_t)nb * tile;
+    size_t tile = tile_size(fmt);
     uint8_t *dst = alloc_packed(bytes);
     float *row = malloc((size_t)w->n_in * sizeof *row);
     bool ok = dst && row;
@@ -191,7 +204,8 @@ bool sp_pack_mat(sp_mat *w) {
 }
 
 void sp_mat_unpack(sp_mat *w) {
-    free(w->packed);
+    if (!w->packed_mapped) free(w->packed);
+    w->packed_mapped = false;
     w->packed = NULL;
     w->pack_fmt = SP_PACK_NONE;
     w->packed_bytes = 0;

@@ -41,6 +41,8 @@ void sp_quant_act_ref(const float *x, sp_block_q8a *out, int64_t n);
 /* Pack w (Q4_0 -> q4x8; Q4_1, Q4_K -> q4x8m; Q8_0, Q5_0, Q5_1, Q5_K, Q6_K -> q8x8) into w->packed. false (w
  * unchanged) for a format or shape without a packed form: the caller keeps the f32 fallback. */
 bool sp_pack_mat(sp_mat *w);
+/* The layout and size sp_pack_mat would give w (0 bytes: no packed form), without packing. */
+size_t sp_pack_plan(const sp_mat *w, uint32_t *fmt);
 /* Row groups of a packed matrix and tiles per group. */
 static inline int64_t sp_pack_groups(const sp_mat *w) { return (w->n_out + SP_PACK_ROWS - 1) / SP_PACK_ROWS; }
 static inline int64_t sp_pack_tiles(const sp_mat *w) { return w->n_in / SP_PACK_BLK; }
