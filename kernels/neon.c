@@ -15,8 +15,8 @@
  *     accumulates in f32 as d_w · d_x · dot (+ m_w · d_x Σx for q4x8m). Tiles of 4 tokens share each
  *     unpacked weight tile; row groups are split over the pool.
  *   matmul, other formats: each weight row converted to f32 once, f32 FMA dot with every token.
- *   rmsnorm, softmax, swiglu, dot, axpy, attend: f32 vector code (a polynomial exp); rope, rope_cs:
- *     vector rotations rounded as the reference rounds them (bitwise equal results). */
+ *   rmsnorm, softmax, swiglu, dot, axpy, attend, attend_paged: f32 vector code (a polynomial exp);
+ *     rope, rope_cs: vector rotations rounded as the reference rounds them (bitwise equal results). */
 #include "kernels/kernels.h"
 
 #if defined(__aarch64__) && !defined(__AARCH64EB__)
@@ -559,30 +559,30 @@ static void neon_swiglu(float *out, const float *gate, const float *up, int64_t 
     }
 }
 
-/* out = Σ_p s[p] v_p over nv 4-float vectors, accumulated in registers (nv a constant when inlined). */
-INLINE void weighted_sum(float *out, const float *s, const float *v, int64_t n_kv, int64_t stride, int64_t nv) {
+/* out[off, off + 4 nv) = Σ_p s[p] v_p[off, off + 4 nv), accumulated in registers (nv a constant when
+ * inlined); positions in blocks of blk (v_p = vb[p / blk] + (p % blk) · stride), summed in order. */
+INLINE void weighted_sum(float *out, const float *s, const float *const *vb, int64_t blk, int64_t n_kv,
+                         int64_t stride, int64_t off, int64_t nv) {
     float32x4_t acc[16];
     for (int64_t i = 0; i < nv; i++) acc[i] = vdupq_n_f32(0.0f);
-    for (int64_t p = 0; p < n_kv; p++) {
-        const float *vp = v + p * stride;
-        for (int64_t i = 0; i < nv; i++) acc[i] = vfmaq_n_f32(acc[i], vld1q_f32(vp + 4 * i), s[p]);
+    for (int64_t p0 = 0; p0 < n_kv; p0 += blk) {
+        const float *v = vb[p0 / blk] + off;
+        int64_t n = n_kv - p0 < blk ? n_kv - p0 : blk;
+        for (int64_t p = 0; p < n; p++) {
+            const float *vp = v + p * stride;
+            for (int64_t i = 0; i < nv; i++) acc[i] = vfmaq_n_f32(acc[i], vld1q_f32(vp + 4 * i), s[p0 + p]);
+        }
     }
-    for (int64_t i = 0; i < nv; i++) vst1q_f32(out + 4 * i, acc[i]);
+    for (int64_t i = 0; i < nv; i++) vst1q_f32(out + off + 4 * i, acc[i]);
 }
 
-/* Scores 4 positions at a time (one pairwise reduction per 4), the softmax, then the weighted sum of
- * V in slabs of 64 dims kept in registers. */
-static void neon_attend(float *out, const float *q, const float *k, const float *v, int64_t n_kv, int64_t hd,
-                        int64_t stride, float scale, float *scores) {
-    if (hd % 4) {
-        for (int64_t p = 0; p < n_kv; p++) scores[p] = dot_f32(q, k + p * stride, hd) * scale;
-        neon_softmax(scores, n_kv);
-        memset(out, 0, (size_t)hd * sizeof *out);
-        for (int64_t p = 0; p < n_kv; p++) neon_axpy(out, scores[p], v + p * stride, hd);
-        return;
-    }
+/* Scores of n positions k + p · stride into scores[0, n), 4 at a time (one pairwise reduction per 4);
+ * a lone position is reduced in the same order, so a score never depends on its neighbours (nor on
+ * where a block of the paged cache starts). hd a multiple of 4. */
+static void scores_run(float *scores, const float *q, const float *k, int64_t n, int64_t hd, int64_t stride,
+                       float scale) {
     int64_t p = 0;
-    for (; p + 4 <= n_kv; p += 4) {
+    for (; p + 4 <= n; p += 4) {
         const float *k0 = k + p * stride, *k1 = k0 + stride, *k2 = k1 + stride, *k3 = k2 + stride;
         float32x4_t s0 = vdupq_n_f32(0.0f), s1 = s0, s2 = s0, s3 = s0;
         for (int64_t i = 0; i < hd; i += 4) {
@@ -592,15 +592,42 @@ static void neon_attend(float *out, const float *q, const float *k, const float 
             s2 = vfmaq_f32(s2, qv, vld1q_f32(k2 + i));
             s3 = vfmaq_f32(s3, qv, vld1q_f32(k3 + i));
         }
-        float32x4_t r = vpaddq_f32(vpaddq_f32(s0, s1), vpaddq_f32(s2, s3)); /* 4 vectors -> 4 sums */
+        /* lane j: (s_j[0] + s_j[1]) + (s_j[2] + s_j[3]) */
+        float32x4_t r = vpaddq_f32(vpaddq_f32(s0, s1), vpaddq_f32(s2, s3));
         vst1q_f32(scores + p, vmulq_n_f32(r, scale));
     }
-    for (; p < n_kv; p++) scores[p] = dot_f32(q, k + p * stride, hd) * scale;
+    for (; p < n; p++) {
+        const float *k0 = k + p * stride;
+        float32x4_t s0 = vdupq_n_f32(0.0f);
+        for (int64_t i = 0; i < hd; i += 4) s0 = vfmaq_f32(s0, vld1q_f32(q + i), vld1q_f32(k0 + i));
+        float32x4_t h = vpaddq_f32(s0, s0);
+        scores[p] = vgetq_lane_f32(vpaddq_f32(h, h), 0) * scale;
+    }
+}
+
+/* Scores per block, the softmax, then the weighted sum of V in slabs of 64 dims kept in registers.
+ * hd not a multiple of 4: plain dot products and axpy. */
+static void neon_attend_paged(float *out, const float *q, const float *const *kb, const float *const *vb, int64_t blk,
+                              int64_t n_kv, int64_t hd, int64_t stride, float scale, float *scores) {
+    if (hd % 4) {
+        for (int64_t p = 0; p < n_kv; p++) scores[p] = dot_f32(q, kb[p / blk] + (p % blk) * stride, hd) * scale;
+        neon_softmax(scores, n_kv);
+        memset(out, 0, (size_t)hd * sizeof *out);
+        for (int64_t p = 0; p < n_kv; p++) neon_axpy(out, scores[p], vb[p / blk] + (p % blk) * stride, hd);
+        return;
+    }
+    for (int64_t p0 = 0; p0 < n_kv; p0 += blk)
+        scores_run(scores + p0, q, kb[p0 / blk], n_kv - p0 < blk ? n_kv - p0 : blk, hd, stride, scale);
     neon_softmax(scores, n_kv);
     for (int64_t i0 = 0; i0 < hd; i0 += 64) {
-        if (hd - i0 >= 64) weighted_sum(out + i0, scores, v + i0, n_kv, stride, 16);
-        else weighted_sum(out + i0, scores, v + i0, n_kv, stride, (hd - i0) / 4);
+        if (hd - i0 >= 64) weighted_sum(out, scores, vb, blk, n_kv, stride, i0, 16);
+        else weighted_sum(out, scores, vb, blk, n_kv, stride, i0, (hd - i0) / 4);
     }
+}
+
+static void neon_attend(float *out, const float *q, const float *k, const float *v, int64_t n_kv, int64_t hd,
+                        int64_t stride, float scale, float *scores) {
+    neon_attend_paged(out, q, &k, &v, n_kv > 0 ? n_kv : 1, n_kv, hd, stride, scale, scores);
 }
 
 /* x0 c - x1 s and x0 s + x1 c as separately rounded products and sum (no fused multiply-add), so the
@@ -662,6 +689,7 @@ static void neon_rope(float *v, int64_t n_heads, int64_t head_dim, int64_t n_rot
         .dot = dot_f32,                                                                                    \
         .axpy = neon_axpy,                                                                                 \
         .attend = neon_attend,                                                                             \
+        .attend_paged = neon_attend_paged,                                                                 \
     };
 NEON_TABLE(neon_table, "neon", neon_matmul)
 #ifdef HAVE_DOTPROD

@@ -321,6 +321,42 @@ Test(kernels, attend_matches_reference) {
             }
 }
 
+/* attend_paged over a cache cut into blocks (each its own allocation) equals attend over the same rows,
+ * bitwise, for every table with the slot: a position's score must not depend on where blocks start. */
+Test(kernels, attend_paged_equals_attend) {
+    const sp_kernels *tables[5] = {sp_kernels_ref()};
+    int nt = 1 + n_fast_tables();
+    for (int i = 1; i < nt; i++) tables[i] = fast_tables[i - 1];
+    static const int64_t hds[] = {8, 12, 64, 128, 136};
+    static const int64_t kvs[] = {1, 3, 4, 5, 17, 64, 301};
+    static const int64_t blks[] = {1, 3, 4, 16, 64};
+    for (int ti = 0; ti < nt; ti++) {
+        const sp_kernels *k = tables[ti];
+        if (!k->attend_paged) continue;
+        for (size_t a = 0; a < sizeof hds / sizeof hds[0]; a++)
+            for (size_t b = 0; b < sizeof kvs / sizeof kvs[0]; b++)
+                for (size_t c = 0; c < sizeof blks / sizeof blks[0]; c++) {
+                    int64_t hd = hds[a], n_kv = kvs[b], blk = blks[c], stride = hd * 2, nblk = (n_kv + blk - 1) / blk;
+                    float *q = make_x(hd), *kc = make_x(stride * n_kv), *vc = make_x(stride * n_kv);
+                    const float **kb = malloc((size_t)nblk * sizeof *kb), **vb = malloc((size_t)nblk * sizeof *vb);
+                    for (int64_t j = 0; j < nblk; j++) {
+                        float *kj = malloc((size_t)(blk * stride) * sizeof *kj), *vj = malloc((size_t)(blk * stride) * sizeof *vj);
+                        int64_t rows = n_kv - j * blk < blk ? n_kv - j * blk : blk;
+                        memcpy(kj, kc + j * blk * stride, (size_t)(rows * stride) * sizeof *kj);
+                        memcpy(vj, vc + j * blk * stride, (size_t)(rows * stride) * sizeof *vj);
+                        kb[j] = kj, vb[j] = vj;
+                    }
+                    float o1[136], o2[136], *s = malloc((size_t)n_kv * sizeof *s);
+                    k->attend(o1, q, kc, vc, n_kv, hd, stride, 0.3f, s);
+                    k->attend_paged(o2, q, kb, vb, blk, n_kv, hd, stride, 0.3f, s);
+                    cr_assert(!memcmp(o1, o2, (size_t)hd * sizeof *o1), "%s hd %lld n_kv %lld blk %lld: paged differs",
+                              k->name, (long long)hd, (long long)n_kv, (long long)blk);
+                    for (int64_t j = 0; j < nblk; j++) { free((void *)kb[j]); free((void *)vb[j]); }
+                    free(kb); free(vb); free(q); free(kc); free(vc); free(s);
+                }
+    }
+}
+
 Test(kernels, softmax_extremes) {
     int nt = n_fast_tables();
     if (!nt) cr_skip_test("no fast table on this CPU");
