@@ -41,6 +41,12 @@ static void serve_usage(FILE *f) {
             "  --kv-mem BYTES           KV cache pool, e.g. 512M or 2G (default: --parallel full contexts,\n"
             "                           at most 1G, at least one full context)\n"
             "  --kv-type f32|q8         KV cache precision (default f32; q8: int8, a quarter of the memory)\n"
+            "  --mem-limit BYTES        RAM sparrow may own: KV pool, buffers, locked weights (e.g. 1G);\n"
+            "                           the weights stay file-backed (the cache file) and are paged in\n"
+            "                           as needed. Refused at start if even that cannot fit\n"
+            "  --mlock                  with --mem-limit: lock as many weight bytes as the limit leaves room for\n"
+            "  --no-weight-cache        repack the weights in memory at every start instead of mapping the\n"
+            "                           cache file ($SPARROW_CACHE_DIR, else ~/.cache/sparrow)\n"
             "  --max-body BYTES         request body limit, e.g. 16M (default 8M)\n"
             "  --max-connections N      (default 64)\n"
             "  --timeout S              idle connection timeout in seconds (default 60)\n"
@@ -93,6 +99,9 @@ static bool set_option(serve_opts *o, const char *name, const char *v, bool from
         else if (!strcmp(v, "q8")) c->kv_type = SP_KV_Q8;
         else { fprintf(stderr, "sparrow serve: invalid value '%s' for kv-type (f32 or q8)\n", v); return false; }
     }
+    else if (!strcmp(name, "mem-limit")) { if (!size(v, 1 << 20, (uint64_t)1 << 44, &c->mem_limit, name)) return false; }
+    else if (!strcmp(name, "mlock")) c->mlock = !strcmp(v, "true");
+    else if (!strcmp(name, "no-weight-cache")) c->no_weight_cache = !strcmp(v, "true");
     else if (!strcmp(name, "max-body")) { if (!size(v, 1024, (uint64_t)1 << 32, &c->max_body, name)) return false; }
     else if (!strcmp(name, "max-connections")) { if (!num(v, 1, 100000, &n, name)) return false; c->max_connections = (unsigned)n; }
     else if (!strcmp(name, "timeout")) { if (!num(v, 1, 86400, &n, name)) return false; c->idle_timeout_s = (unsigned)n; }
@@ -154,6 +163,8 @@ int sp_cli_serve(int argc, char **argv) {
         if (!name) { fprintf(stderr, "sparrow serve: unexpected argument '%s'\n", argv[i]); return release(&o, 2); }
         if (!strcmp(name, "config")) { i++; continue; }
         if (!strcmp(name, "quiet") || !strcmp(name, "q")) { o.cfg.quiet = true; continue; }
+        if (!strcmp(name, "mlock")) { o.cfg.mlock = true; continue; }
+        if (!strcmp(name, "no-weight-cache")) { o.cfg.no_weight_cache = true; continue; }
         if (i + 1 >= argc) { fprintf(stderr, "sparrow serve: %s needs a value\n", argv[i]); return release(&o, 2); }
         if (!set_option(&o, name, argv[++i], false)) return release(&o, 2);
     }

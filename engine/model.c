@@ -364,6 +364,7 @@ static void pack_weights(sp_model *m, const char *path, const sp_load_opts *o) {
                 m->wcache_state = 1;
             } else {
                 if (strncmp(err, "missing", 7) != 0) snprintf(m->wcache_note, sizeof m->wcache_note, "rebuilt: %s", err);
+                sp_wcache_prune(o->cache_dir);
                 if (build_cache(m, mats, n, e, key, o, err, sizeof err)) {
                     m->wcache = sp_wcache_open(m->wcache_path, key, e, n, err, sizeof err);
                     if (m->wcache) m->wcache_state = 2;

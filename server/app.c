@@ -24,10 +24,12 @@
 #include <strings.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "api/ollama.h"
 #include "api/openai.h"
 #include "api/tmpl.h"
+#include "conf/conf.h"
 #include "engine/model.h"
 #include "kernels/types.h"
 #include "scheduler/sched.h"
@@ -50,6 +52,8 @@ typedef struct {
     sp_oai_logprob *lps;     /* non-stream: accumulated logprobs */
     char **lp_strings;       /* texts the logprobs point at */
     int32_t n_lps, cap_lps, n_lp_strings;
+    int32_t n_tokens;        /* tokens drained (events with a token) */
+    bool cut;                /* ended by the server (request timeout, shutdown), not by the engine */
 } choice;
 
 typedef struct {
@@ -72,6 +76,10 @@ typedef struct {
     char ollama_name[300], family[32], quant[16], param_size[16], digest[72];
     uint64_t file_size;
     int64_t file_mtime;
+    /* how to load (the memory plan is made before the server starts) */
+    sp_load_opts load;
+    size_t kv_mem;
+    char cache_dir[4096];
 
     /* prep pool */
     pthread_mutex_t pmu;
@@ -80,11 +88,20 @@ typedef struct {
     bool pquit;
     pthread_t prep_threads[2];
     atomic_uint_fast64_t next_id;
+
+    /* deadlines and shutdown (loop thread, but `stopping`, set by the signal handler) */
+    rctx *live;              /* async requests being answered */
+    atomic_int stopping;     /* signals received */
+    double stop_t0;          /* when the tick first saw `stopping` (0: not yet) */
+    bool grace_cut;          /* the shutdown grace ran out: every generation was cut */
 } app_t;
 
 static app_t *g_app; /* for the signal handler */
 
 /* ------------------------------------------------------ request context ---- */
+
+/* Why a generation was ended by the server: the answer is still complete, finish_reason "length". */
+enum { CUT_NONE, CUT_TIMEOUT, CUT_SHUTDOWN };
 
 typedef enum { EP_CHAT, EP_COMPLETION, EP_TOKENIZE, EP_DETOKENIZE, EP_APPLY_TEMPLATE, EP_OLLAMA_CHAT, EP_OLLAMA_GENERATE } endpoint;
 
@@ -117,6 +134,11 @@ struct rctx {
     int64_t created;
     bool stream_begun, answered;
     double t_first;
+    rctx *live_prev, *live_next; /* app->live (loop thread) */
+    bool live;
+    double deadline;         /* sp_now() past which the generation is cut (0: none) */
+    int cut;                 /* CUT_*: set on the loop thread, acted on by the pump */
+    int32_t n_prompt;        /* prompt tokens (set by prep before its wake) */
 };
 
 static rctx *rctx_new(app_t *a, endpoint ep) {
@@ -283,13 +305,72 @@ static void describe_model(app_t *a) {
              (unsigned long long)h[1], (unsigned long long)h[2], (unsigned long long)h[3]);
 }
 
+static double mib(uint64_t b) { return (double)b / (1 << 20); }
+
+/* The memory plan under --mem-limit. What sparrow owns must fit the limit: anonymous memory (KV pool,
+ * forward buffers, logits, small tensors, tokenizer, a fixed allowance for code, heap and HTTP) plus
+ * locked weights. The repacked weights stay file-backed (the cache file), read from flash as needed
+ * and prefetched a layer ahead. Sets the KV budget and the bytes to lock; false (+ err) when even one
+ * context cannot fit, with what would. */
+static bool plan_memory(const sp_app_config *cfg, sp_load_opts *lo, size_t *kv_mem, char *err, size_t errlen) {
+    sp_hparams hp;
+    uint64_t wbytes;
+    if (!sp_model_peek(cfg->model_path, &hp, &wbytes, err, errlen)) return false;
+    uint64_t limit = cfg->mem_limit;
+    int64_t n_ctx = cfg->n_ctx > 0 ? cfg->n_ctx : hp.n_ctx_train;
+    sp_kv_type kt = cfg->kv_type == SP_KV_Q8 ? SP_KV_Q8 : SP_KV_F32;
+    uint64_t bb = sp_kv_block_bytes(hp.n_layer, hp.n_head_kv, hp.head_dim, kt);
+    uint64_t kv_one = (uint64_t)((n_ctx + SP_KV_BLOCK - 1) / SP_KV_BLOCK + 1) * bb;
+    int64_t par = cfg->parallel > 0 ? cfg->parallel : 4, T = (cfg->step_tokens > 0 ? cfg->step_tokens : 128) + par;
+    int64_t qd = (int64_t)hp.n_head * hp.head_dim, kvd = (int64_t)hp.n_head_kv * hp.head_dim;
+    int64_t thr = cfg->threads > 0 ? cfg->threads : sysconf(_SC_NPROCESSORS_ONLN);
+    uint64_t scratch = 4ull * (uint64_t)(T * (3 * hp.n_embd + (hp.n_embd > qd ? hp.n_embd : qd) + 2 * qd + 2 * kvd +
+                                              2 * (int64_t)hp.n_ff + hp.n_rot)) +
+                       4ull * (uint64_t)(thr * n_ctx) + 4ull * (uint64_t)((16 + par + 1) * hp.n_vocab) +
+                       40ull * (uint64_t)(T * ((hp.n_ff > hp.n_embd ? hp.n_ff : hp.n_embd) / 32 + 1));
+    uint64_t small = 4ull * (uint64_t)(hp.n_layer * (2 * hp.n_embd + 2 * hp.head_dim + qd + 2 * kvd) + hp.n_embd);
+    uint64_t fixed = scratch + small + 64ull * (uint64_t)hp.n_vocab + (48ull << 20);
+    if (cfg->no_weight_cache) fixed += wbytes; /* repacked in memory: anonymous */
+    if (fixed + kv_one > limit) {
+        uint64_t kv_tok = bb / SP_KV_BLOCK, kv_tok8 = sp_kv_block_bytes(hp.n_layer, hp.n_head_kv, hp.head_dim, SP_KV_Q8) / SP_KV_BLOCK;
+        int64_t fit = fixed + 2 * bb < limit ? (int64_t)((limit - fixed - 2 * bb) / kv_tok) : 0;
+        int64_t fit8 = fixed + 2 * bb < limit ? (int64_t)((limit - fixed - 2 * bb) / kv_tok8) : 0;
+        snprintf(err, errlen, "--mem-limit %.0f MiB cannot hold one %lld-token context: KV %.0f MiB + buffers %.0f MiB%s = "
+                 "%.0f MiB. It would fit %s",
+                 mib(limit), (long long)n_ctx, mib(kv_one), mib(fixed), cfg->no_weight_cache ? " (incl. weights repacked in memory: drop --no-weight-cache)" : "",
+                 mib(fixed + kv_one), fit >= 256 ? "" : "nothing useful at this limit");
+        if (fit >= 256) {
+            size_t n = strlen(err);
+            snprintf(err + n, errlen - n, "--ctx %lld (or --kv-type q8 --ctx %lld), or --mem-limit %.0fM", (long long)fit,
+                     (long long)fit8, mib(fixed + kv_one) + 1);
+        }
+        return false;
+    }
+    uint64_t kv = cfg->kv_mem ? cfg->kv_mem : (uint64_t)par * kv_one;
+    if (!cfg->kv_mem && kv > (512ull << 20)) kv = kv_one > (512ull << 20) ? kv_one : 512ull << 20;
+    if (kv > limit - fixed) kv = limit - fixed;
+    if (kv < kv_one) kv = kv_one;
+    *kv_mem = (size_t)kv;
+    lo->lock_bytes = cfg->mlock ? limit - fixed - kv : 0;
+    lo->prefetch = true;
+    fprintf(stderr, "sparrow serve: memory plan for --mem-limit %.0f MiB: KV pool %.0f MiB (%llu positions), buffers ~%.0f MiB, "
+                    "weights locked up to %.0f MiB; the rest of the %.0f MiB of weights file-backed, read ahead a layer at a time\n",
+            mib(limit), mib(kv), (unsigned long long)(kv / bb * SP_KV_BLOCK), mib(fixed), mib(lo->lock_bytes), mib(wbytes));
+    return true;
+}
+
 static void *loader_main(void *arg) {
     app_t *a = arg;
     const sp_app_config *cfg = a->cfg;
     char err[512] = "";
     fprintf(stderr, "sparrow serve: loading %s\n", cfg->model_path);
     double t0 = sp_now();
-    a->model = sp_model_load(cfg->model_path, err, sizeof err);
+    size_t kv_mem = a->kv_mem;
+    a->model = sp_model_load_opts(cfg->model_path, &a->load, err, sizeof err);
+    if (a->model && a->model->wcache_note[0]) fprintf(stderr, "sparrow serve: %s\n", a->model->wcache_note);
+    if (a->model && a->model->wcache)
+        fprintf(stderr, "sparrow serve: weights %s %s (%.0f MiB%s)\n", a->model->wcache_state == 1 ? "mapped from" : "repacked into",
+                a->model->wcache_path, mib(a->model->packed_bytes), a->model->locked_bytes ? ", part locked in RAM" : "");
     if (a->model) {
         if (a->model->synthetic)
             fprintf(stderr, "sparrow serve: NOTE: %s has RANDOM weights (made by `sparrow synth`): its text is "
@@ -304,7 +385,7 @@ static void *loader_main(void *arg) {
     }
     if (a->tmpl) {
         sp_sched_opts so = {.n_ctx = cfg->n_ctx, .max_queue = cfg->max_queue, .max_seqs = cfg->parallel,
-                            .step_tokens = cfg->step_tokens, .kv_mem = cfg->kv_mem, .kv_type = cfg->kv_type};
+                            .step_tokens = cfg->step_tokens, .kv_mem = kv_mem, .kv_type = cfg->kv_type};
         a->sched = sp_sched_new(a->model, &so, err, sizeof err);
     }
     if (!a->sched) {
@@ -404,7 +485,8 @@ static void submit_choices(rctx *r, int32_t *ids, int32_t n) {
         bool last = i == nj - 1; /* the last sibling takes the request's own arrays, the others copies */
         j->p.prompt = last ? ids : dup_mem(ids, sizeof(int32_t) * (size_t)n);
         j->p.n_prompt = n;
-        j->p.max_tokens = q->max_tokens;
+        /* no max_tokens: up to --max-tokens when set (else until the context is full) */
+        j->p.max_tokens = q->max_tokens >= 0 ? q->max_tokens : a->cfg->max_tokens > 0 ? a->cfg->max_tokens : -1;
         j->p.ignore_eos = q->ignore_eos;
         j->p.sampling = q->sampling;
         j->p.sampling.seed = q->has_seed ? q->sampling.seed + (uint64_t)i : random_seed(a);
@@ -495,6 +577,10 @@ static void prep_generation(rctx *r) {
         sp_oai_set_error(&r->err, 400, NULL, NULL, "prompt", "the prompt cannot be tokenized");
     } else if (n == 0) {
         sp_oai_set_error(&r->err, 400, NULL, NULL, "prompt", "the prompt is empty");
+    } else if (a->cfg->max_prompt_tokens > 0 && n > a->cfg->max_prompt_tokens) {
+        sp_oai_set_error(&r->err, 400, NULL, "context_length_exceeded", q->kind == SP_OAI_CHAT ? "messages" : "prompt",
+                         "This server accepts at most %d prompt tokens (--max-prompt-tokens). However, your prompt has "
+                         "%d tokens.", a->cfg->max_prompt_tokens, n);
     } else if (n >= n_ctx) {
         sp_oai_set_error(&r->err, 400, NULL, "context_length_exceeded", q->kind == SP_OAI_CHAT ? "messages" : "prompt",
                          "This model's maximum context length is %d tokens. However, your prompt has %d tokens "
@@ -504,6 +590,7 @@ static void prep_generation(rctx *r) {
                          "This model's maximum context length is %d tokens. However, you requested %d tokens "
                          "(%d in the prompt, %d for the completion).", n_ctx, n + q->max_tokens, n, q->max_tokens);
     } else {
+        r->n_prompt = n;
         submit_choices(r, ids, n);
         return;
     }
@@ -1257,6 +1344,17 @@ int sp_app_run(const sp_app_config *cfg) {
     pthread_cond_init(&a->pcv, NULL);
     if (cfg->model_alias) snprintf(a->model_id, sizeof a->model_id, "%s", cfg->model_alias);
     else model_id_from_path(cfg->model_path, a->model_id, sizeof a->model_id);
+    a->load.progress = true;
+    a->kv_mem = cfg->kv_mem;
+    if (!cfg->no_weight_cache && sp_conf_cache_dir(a->cache_dir, sizeof a->cache_dir)) a->load.cache_dir = a->cache_dir;
+    if (cfg->mem_limit) { /* refuse what cannot fit before listening or loading anything */
+        char perr[512] = "";
+        if (!plan_memory(cfg, &a->load, &a->kv_mem, perr, sizeof perr)) {
+            fprintf(stderr, "sparrow serve: %s\n", perr);
+            free(a);
+            return 1;
+        }
+    }
 
     /* the page itself is public (it asks for the key); the API behind it is not */
     static const char *open_paths[] = {"/health", "/", "/index.html", "/app.js", "/style.css", "/favicon.svg"};

@@ -25,14 +25,30 @@ typedef struct {
     int32_t step_tokens;       /* tokens per batched engine step (<= 0: the scheduler's 128) */
     size_t kv_mem;             /* bytes for the KV block pool (0: the scheduler's choice) */
     int kv_type;               /* sp_kv_type: 0 f32, 1 q8 */
+    bool no_weight_cache;      /* repack in memory instead of mapping the cache file */
+    size_t mem_limit;          /* bytes of RAM sparrow may own (anonymous memory + locked weights); 0: no limit */
+    bool mlock;                /* lock as many weight bytes in RAM as mem_limit leaves room for */
     size_t max_body;           /* request body bytes */
+    size_t max_header;         /* request line + headers bytes (0: the HTTP layer's 16 KiB) */
     unsigned max_connections;
     unsigned idle_timeout_s;
+    unsigned read_timeout_s;   /* a request must arrive within this (0: the HTTP layer's 15 s) */
+    double request_timeout_s;  /* a generation is cut (finish_reason "length") past this; 0: never */
+    double shutdown_grace_s;   /* SIGTERM: running generations may go on this long, then are cut */
+    int32_t max_json_depth;    /* request JSON nesting (<= 0: 64) */
+    int32_t max_prompt_tokens; /* <= 0: the context less one */
+    int32_t max_tokens;        /* largest max_tokens, and the cap when a request gives none (<= 0: the context) */
+    int32_t max_stop;          /* stop strings per request (<= 0: 16) */
+    int32_t max_stop_len;      /* bytes per stop string (<= 0: 256) */
+    const char *tls_cert_file; /* both set: HTTPS */
+    const char *tls_key_file;
     const char *chat_template_file; /* overrides the model's template */
     bool quiet;                /* no per-request log lines */
 } sp_app_config;
 
-/* Runs until SIGINT/SIGTERM; returns the exit status. */
+/* Runs until SIGINT/SIGTERM; returns the exit status. The first signal stops accepting connections
+ * and lets running requests finish (up to shutdown_grace_s, then cuts them with a proper end) and
+ * returns 0; a second one exits at once with status 128 + the signal number. */
 int sp_app_run(const sp_app_config *cfg);
 
 #endif

@@ -8,7 +8,9 @@
  * 1 GB cache in a fraction of the time repacking takes, and any flipped or truncated byte shows. */
 #include "storage/wcache.h"
 
+#include <dirent.h>
 #include <errno.h>
+#include <signal.h>
 #include <fcntl.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -184,6 +186,56 @@ void sp_wcache_prefetch(const sp_wcache *c, int i) {
 bool sp_wcache_lock(const sp_wcache *c, int i) {
     if (i < 0 || i >= c->n) return false;
     return mlock(c->map + c->rows[i].off, (size_t)c->rows[i].bytes) == 0;
+}
+
+/* ---- pruning ---- */
+
+/* Does the model file a key names still exist unchanged? (the key of any layout) */
+static bool key_is_live(const char *key) {
+    char path[4096];
+    const char *p = strchr(key, '|');
+    p = p ? strchr(p + 1, '|') : NULL; /* skip version and layout */
+    const char *e = p ? strstr(p + 1, "|dev=") : NULL;
+    if (!p || !e || (size_t)(e - p - 1) >= sizeof path) return false;
+    memcpy(path, p + 1, (size_t)(e - p - 1));
+    path[e - p - 1] = 0;
+    char layout[256];
+    const char *l0 = strchr(key, '|') + 1;
+    if ((size_t)(p - l0) >= sizeof layout) return false;
+    memcpy(layout, l0, (size_t)(p - l0));
+    layout[p - l0] = 0;
+    char now[KEY_MAX];
+    return sp_wcache_key(path, layout, now, sizeof now) && !strcmp(now, key);
+}
+
+void sp_wcache_prune(const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d) return;
+    struct dirent *de;
+    char path[4096];
+    while ((de = readdir(d)) != NULL) {
+        const char *n = de->d_name;
+        size_t len = strlen(n);
+        if (strncmp(n, "weights-", 8) != 0) continue;
+        snprintf(path, sizeof path, "%s/%s", dir, n);
+        if (len > 4 && !strcmp(n + len - 4, ".tmp")) { /* weights-X.spw.PID.tmp */
+            const char *dot = n + len - 4;
+            while (dot > n && dot[-1] != '.') dot--;
+            int pid = atoi(dot);
+            if (pid > 0 && kill(pid, 0) != 0 && errno == ESRCH) unlink(path);
+            continue;
+        }
+        if (len < 4 || strcmp(n + len - 4, ".spw")) continue;
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0) continue;
+        header_t h;
+        bool live = pread(fd, &h, sizeof h, 0) == (ssize_t)sizeof h && !memcmp(h.magic, MAGIC, 8) &&
+                    h.header_sum == checksum(&h, offsetof(header_t, header_sum)) && memchr(h.key, 0, KEY_MAX) &&
+                    key_is_live(h.key);
+        close(fd);
+        if (!live) unlink(path);
+    }
+    closedir(d);
 }
 
 /* ---- writing ---- */

@@ -44,6 +44,10 @@ bool sp_wcache_lock(const sp_wcache *c, int i);
 /* Total bytes of the mapping. */
 uint64_t sp_wcache_size(const sp_wcache *c);
 
+/* Remove cache files in dir whose model file is gone or changed, and temporary files of processes
+ * that no longer run (so the directory holds one cache per live model and layout). */
+void sp_wcache_prune(const char *dir);
+
 /* Write a new cache for key with n entries: append each entry's blob in order, then commit (fsync,
  * rename over path). Abort removes the temporary file. */
 sp_wcache_writer *sp_wcache_begin(const char *path, const char *key, int n, char *err, size_t errlen);
