@@ -22,6 +22,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -346,7 +347,9 @@ static bool plan_memory(const sp_app_config *cfg, sp_load_opts *lo, size_t *kv_m
         }
         return false;
     }
-    uint64_t kv = cfg->kv_mem ? cfg->kv_mem : (uint64_t)par * kv_one;
+    /* --mlock: RAM goes to weights first (a fixed resident part beats paging everything in turn),
+     * so the KV pool holds one full context unless --kv-mem says otherwise */
+    uint64_t kv = cfg->kv_mem ? cfg->kv_mem : cfg->mlock ? kv_one : (uint64_t)par * kv_one;
     if (!cfg->kv_mem && kv > (512ull << 20)) kv = kv_one > (512ull << 20) ? kv_one : 512ull << 20;
     if (kv > limit - fixed) kv = limit - fixed;
     if (kv < kv_one) kv = kv_one;
@@ -801,13 +804,21 @@ static void collect_event(rctx *r, choice *ch, const sp_job_event *ev) {
  * completion tokens summed. cached_tokens is the first choice's: the siblings share one prompt, and
  * a later sibling attaching the KV blocks its elder sibling just computed is no cache hit for the
  * request (the max over siblings would count those). */
+/* A choice the engine finished: its job's accounting is published (a cut one's job may still run). */
+static bool engine_done(const choice *ch) { return ch->done && !ch->cut; }
+
 static sp_oai_usage usage_of(const rctx *r) {
     int32_t first = 0; /* 0 once all finished; after an error, the first finished one (for the log) */
-    while (first < r->n_ch - 1 && !r->ch[first].done) first++;
-    const sp_job *j0 = r->ch[first].job;
-    sp_oai_usage u = {j0->n_prompt_tokens, 0, j0->n_cached_tokens};
-    for (int32_t i = 0; i < r->n_ch; i++)
-        if (r->ch[i].done) u.completion_tokens += r->ch[i].job->n_gen_tokens;
+    while (first < r->n_ch - 1 && !engine_done(&r->ch[first])) first++;
+    sp_oai_usage u = {r->n_prompt, 0, 0};
+    if (first < r->n_ch && engine_done(&r->ch[first])) {
+        const sp_job *j0 = r->ch[first].job;
+        u = (sp_oai_usage){j0->n_prompt_tokens, 0, j0->n_cached_tokens};
+    }
+    for (int32_t i = 0; i < r->n_ch; i++) {
+        if (engine_done(&r->ch[i])) u.completion_tokens += r->ch[i].job->n_gen_tokens;
+        else if (r->ch[i].cut) u.completion_tokens += r->ch[i].n_tokens;
+    }
     return u;
 }
 
@@ -818,16 +829,18 @@ static void record_generation(rctx *r) {
     double first = -1, end = 0;
     for (int32_t i = 0; i < r->n_ch; i++) {
         const sp_job *j = r->ch[i].job;
-        if (!r->ch[i].done) continue;
+        if (!engine_done(&r->ch[i])) continue;
         if (j->n_gen_tokens > 0 && (first < 0 || j->t_first_token < first)) first = j->t_first_token;
         if (j->t_end > end) end = j->t_end;
     }
     double ttft = first >= 0 ? first - r->t_first : -1;
     sp_metrics_generation(&r->app->metrics, u.prompt_tokens, u.cached_tokens, u.completion_tokens, ttft,
                           first >= 0 ? end - first : 0, r->ch[0].finish == SP_FINISH_CANCELLED);
+    if (r->cut == CUT_TIMEOUT) sp_metrics_timed_out(&r->app->metrics);
     char note[160];
-    int len = snprintf(note, sizeof note, "tokens %d+%d (cached %d) %s", u.prompt_tokens, u.completion_tokens,
-                       u.cached_tokens, sp_finish_name(r->ch[0].finish));
+    int len = snprintf(note, sizeof note, "tokens %d+%d (cached %d) %s%s", u.prompt_tokens, u.completion_tokens,
+                       u.cached_tokens, sp_finish_name(r->ch[0].finish),
+                       r->cut == CUT_TIMEOUT ? " (request timeout)" : r->cut == CUT_SHUTDOWN ? " (shutdown)" : "");
     if (r->n_ch > 1) { /* "n=3 length,stop,length" */
         len += snprintf(note + len, sizeof note - (size_t)len, " n=%d ", r->n_ch);
         for (int32_t i = 0; i < r->n_ch && len < (int)sizeof note; i++)
@@ -909,6 +922,9 @@ static void finish_whole(rctx *r, sp_http_conn *c) {
 
 static sp_ollama_stats ollama_stats(const rctx *r, sp_finish f) {
     const sp_job *j = r->ch[0].job;
+    if (r->ch[0].cut) /* the job may still be running: nothing of its accounting is read */
+        return (sp_ollama_stats){.done_reason = "length", .total_ns = (int64_t)((sp_now() - r->t_first) * 1e9),
+                                 .prompt_eval_count = r->n_prompt, .eval_count = r->ch[0].n_tokens};
     double first = j->n_gen_tokens > 0 ? j->t_first_token : j->t_end;
     sp_ollama_stats st = {
         .done_reason = f == SP_FINISH_LENGTH ? "length" : "stop",
@@ -942,11 +958,17 @@ static void pump_ollama(rctx *r, sp_http_conn *c) {
             r->stream_begun = true;
         }
         for (size_t i = 0; i < n; i++) {
+            if (ev[i].token >= 0) ch->n_tokens++;
             if (!r->oll.stream) collect_event(r, ch, &ev[i]);
             else if (ev[i].len) ndjson_send(c, sp_ollama_chunk(chat, r->app->ollama_name, ev[i].text, ev[i].len, NULL));
             free(ev[i].text);
         }
     } while (n == 32);
+    if (r->cut && (f == SP_FINISH_NONE || f == SP_FINISH_CANCELLED)) { /* request timeout or shutdown */
+        sp_job_cancel(ch->job);
+        ch->cut = true;
+        f = SP_FINISH_LENGTH;
+    }
     if (f == SP_FINISH_NONE) return;
     ch->done = true;
     ch->finish = f;
@@ -998,7 +1020,7 @@ static void pump_generation(rctx *r, sp_http_conn *c) {
         size_t n;
         do {
             n = sp_job_drain(ch->job, ev, 32, &f, &started);
-            if (stream && r->req.kind == SP_OAI_CHAT && !ch->role_sent && (started || n > 0)) {
+            if (stream && r->req.kind == SP_OAI_CHAT && !ch->role_sent && (started || n > 0 || r->cut)) {
                 sp_oai_meta m = meta_of(r);
                 char *s = sp_oai_chunk_at(&m, i, true, "", 0, NULL, NULL, 0);
                 sse_send(c, s);
@@ -1006,11 +1028,19 @@ static void pump_generation(rctx *r, sp_http_conn *c) {
                 ch->role_sent = true;
             }
             for (size_t k = 0; k < n; k++) {
+                if (ev[k].token >= 0) ch->n_tokens++;
                 if (stream) stream_event(r, i, &ev[k]);
                 else collect_event(r, ch, &ev[k]);
                 free(ev[k].text);
             }
         } while (n == 32);
+        if (r->cut && (f == SP_FINISH_NONE || f == SP_FINISH_CANCELLED)) {
+            /* request timeout or shutdown: the choice ends here, as if max_tokens were reached; the
+             * engine drops the cancelled job within a step (or when it leaves the queue) */
+            sp_job_cancel(ch->job);
+            ch->cut = true;
+            f = SP_FINISH_LENGTH;
+        }
         if (f == SP_FINISH_NONE) {
             all_done = false;
             continue;
@@ -1053,9 +1083,18 @@ static void rctx_pump(void *arg, sp_http_conn *c) {
     }
 }
 
+static void live_remove(rctx *r) {
+    if (!r->live) return;
+    if (r->live_prev) r->live_prev->live_next = r->live_next;
+    else r->app->live = r->live_next;
+    if (r->live_next) r->live_next->live_prev = r->live_prev;
+    r->live = false;
+}
+
 static void rctx_closed(void *arg, bool client_gone) {
     rctx *r = arg;
     (void)client_gone;
+    live_remove(r);
     /* the jobs, each with a reference of ours: prep may drop them (queue full) while we work */
     sp_job *one, **jobs = &one;
     pthread_mutex_lock(&r->mu);
@@ -1096,6 +1135,36 @@ static bool json_content_type(const char *ct) {
     return !strncasecmp(ct, "application/json", 16) || !strncasecmp(ct, "text/plain", 10);
 }
 
+static bool is_generation(endpoint ep) {
+    return ep == EP_CHAT || ep == EP_COMPLETION || ep == EP_OLLAMA_CHAT || ep == EP_OLLAMA_GENERATE;
+}
+
+/* Deepest nesting of [ and { outside strings (as api/openai.c checks for the completion bodies). */
+static size_t json_depth(const char *s, size_t len) {
+    size_t depth = 0, max = 0;
+    bool in_str = false;
+    for (size_t i = 0; i < len; i++) {
+        char ch = s[i];
+        if (in_str) {
+            if (ch == '\\') i++;
+            else if (ch == '"') in_str = false;
+        } else if (ch == '"') in_str = true;
+        else if (ch == '[' || ch == '{') { if (++depth > max) max = depth; }
+        else if ((ch == ']' || ch == '}') && depth) depth--;
+    }
+    return max;
+}
+
+/* Every JSON body is checked before cJSON sees it (cJSON's own limit is 1000 levels, recursively). */
+static bool too_deep(app_t *a, bool ollama, sp_http_conn *c, const sp_http_request *req) {
+    if (json_depth(req->body, req->body_len) <= a->limits.max_json_depth) return false;
+    sp_oai_error e;
+    sp_oai_set_error(&e, 400, "invalid_request_error", "json_too_deep", NULL,
+                     "the request JSON nests deeper than %zu levels", a->limits.max_json_depth);
+    reply_error_for(ollama, c, &e);
+    return true;
+}
+
 static void handle_health(app_t *a, sp_http_conn *c) {
     if (atomic_load(&a->ready)) reply_json(NULL, c, 200, "{\"status\":\"ok\"}");
     else {
@@ -1115,7 +1184,10 @@ static void handle_metrics(app_t *a, sp_http_conn *c) {
     sp_sched_stats st = {0};
     bool ready = atomic_load(&a->ready);
     if (ready) sp_sched_get_stats(a->sched, &st);
-    char *s = sp_metrics_render(&a->metrics, &st, ready);
+    sp_http_stats hs;
+    sp_http_get_stats(a->http, &hs);
+    sp_metrics_http mh = {hs.connections, hs.requests, hs.refused, hs.read_timeouts};
+    char *s = sp_metrics_render(&a->metrics, &st, &mh, ready);
     sp_http_respond(c, 200, "text/plain; version=0.0.4; charset=utf-8", s, strlen(s));
     free(s);
 }
@@ -1158,6 +1230,7 @@ static void handle_model_post(app_t *a, sp_http_conn *c, const sp_http_request *
         reply_error_for(ollama, c, &e);
         return;
     }
+    if (too_deep(a, ollama, c, req)) return;
     rctx *r = rctx_new(a, ep);
     r->t_first = sp_now();
     if (ollama) {
@@ -1195,6 +1268,11 @@ static void handle_model_post(app_t *a, sp_http_conn *c, const sp_http_request *
              (unsigned long long)r->created, (unsigned long long)atomic_fetch_add(&a->next_id, 1));
     r->conn = c;
     sp_http_set_async(c, rctx_pump, rctx_closed, r);
+    if (is_generation(ep) && a->cfg->request_timeout_s > 0) r->deadline = r->t_first + a->cfg->request_timeout_s;
+    r->live = true;
+    r->live_next = a->live;
+    if (a->live) a->live->live_prev = r;
+    a->live = r;
     prep_submit(a, r);
 }
 
@@ -1221,6 +1299,7 @@ static void handle_ollama_get(app_t *a, sp_http_conn *c, const char *p) {
 }
 
 static void handle_ollama_show(app_t *a, sp_http_conn *c, const sp_http_request *req) {
+    if (too_deep(a, true, c, req)) return;
     cJSON *in = cJSON_ParseWithLength(req->body, req->body_len);
     const cJSON *m = cJSON_GetObjectItemCaseSensitive(in, "model");
     if (!cJSON_IsString(m)) m = cJSON_GetObjectItemCaseSensitive(in, "name");
@@ -1317,18 +1396,126 @@ static void on_done(void *ud, const char *method, const char *path, int status) 
 
 /* ----------------------------------------------------------------- run ---- */
 
-static void on_signal(int sig) {
-    (void)sig;
-    if (g_app && g_app->http) sp_http_stop(g_app->http);
+/* ---- request deadlines and graceful shutdown (the HTTP layer's tick, loop thread) ---- */
+
+#define STOP_LINGER_S 5.0 /* after the grace: time for the cut answers to reach slow readers */
+
+static void cut_request(rctx *r, int why) {
+    if (r->cut || r->answered) return;
+    r->cut = why;
+    sp_http_wake(r->conn); /* the pump ends every unfinished choice with finish_reason "length" */
 }
 
+static void app_tick(void *ud) {
+    app_t *a = ud;
+    double now = sp_now();
+    bool stopping = atomic_load(&a->stopping) > 0;
+    if (stopping && a->stop_t0 == 0) a->stop_t0 = now;
+    bool grace_over = stopping && now >= a->stop_t0 + a->cfg->shutdown_grace_s;
+    int n_cut = 0;
+    for (rctx *r = a->live; r; r = r->live_next) {
+        if (!is_generation(r->ep) || r->cut || r->answered) continue;
+        if (grace_over) cut_request(r, CUT_SHUTDOWN), n_cut++;
+        else if (r->deadline > 0 && now >= r->deadline) cut_request(r, CUT_TIMEOUT);
+    }
+    if (grace_over && !a->grace_cut) {
+        a->grace_cut = true;
+        if (n_cut)
+            fprintf(stderr, "sparrow serve: shutdown grace period over: ending %d generation(s) (finish_reason \"length\")\n",
+                    n_cut);
+    }
+    if (stopping && now >= a->stop_t0 + a->cfg->shutdown_grace_s + STOP_LINGER_S) {
+        sp_http_stats hs;
+        sp_http_get_stats(a->http, &hs);
+        fprintf(stderr, "sparrow serve: closing %u connection(s) still open\n", hs.connections);
+        sp_http_stop(a->http);
+    }
+}
+
+/* SIGINT and SIGTERM are blocked in every thread and taken here with sigwait, so the first one can do
+ * ordinary work (print, start the drain) and none lands inside the teardown. */
+static pthread_mutex_t g_sig_mu = PTHREAD_MUTEX_INITIALIZER; /* guards g_app for this thread */
+static sigset_t g_sigs;
+
+static void *signal_main(void *arg) {
+    (void)arg;
+    for (;;) {
+        int sig = 0;
+        if (sigwait(&g_sigs, &sig) != 0) continue;
+        pthread_mutex_lock(&g_sig_mu);
+        app_t *a = g_app;
+        if (!a || atomic_fetch_add(&a->stopping, 1) > 0) {
+            fprintf(stderr, "sparrow serve: %s again: exiting now\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
+            _exit(128 + sig);
+        }
+        fprintf(stderr, "sparrow serve: %s: stopping: no new connections; running requests may finish within %g s, "
+                        "then end with finish_reason \"length\" (a second signal exits at once)\n",
+                sig == SIGINT ? "SIGINT" : "SIGTERM", a->cfg->shutdown_grace_s);
+        sp_http_drain(a->http);
+        pthread_mutex_unlock(&g_sig_mu);
+    }
+    return NULL;
+}
+
+/* Before any thread starts (they inherit the mask). */
 static void install_signals(void) {
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
+    sigemptyset(&g_sigs);
+    sigaddset(&g_sigs, SIGINT);
+    sigaddset(&g_sigs, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &g_sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
+    pthread_t th;
+    if (pthread_create(&th, NULL, signal_main, NULL) == 0) pthread_detach(th);
+}
+
+/* 500 connections need 500 descriptors: raise the soft limit toward the hard one when it is short. */
+static void raise_fd_limit(unsigned max_connections) {
+    unsigned reserve = max_connections / 8 > 8 ? max_connections / 8 : 8;
+    rlim_t want = (rlim_t)max_connections + reserve + 64;
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur >= want) return;
+    rlim_t to = rl.rlim_max != RLIM_INFINITY && rl.rlim_max < want ? rl.rlim_max : want;
+    if (to > rl.rlim_cur) {
+        rl.rlim_cur = to;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+    if (to < want)
+        fprintf(stderr, "sparrow serve: WARNING: the open-file limit (%llu) is below what --max-connections %u needs "
+                        "(%llu): raise it (ulimit -n) or lower --max-connections\n",
+                (unsigned long long)to, max_connections, (unsigned long long)want);
+}
+
+/* A PEM file (certificate or key), NUL-terminated; NULL + err. */
+static char *read_pem(const char *what, const char *path, char *err, size_t errlen) {
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        snprintf(err, errlen, "cannot read the TLS %s %s", what, path);
+        return NULL;
+    }
+    size_t cap = 1 << 20, n;
+    char *buf = malloc(cap + 1);
+    n = buf ? fread(buf, 1, cap, f) : 0;
+    bool more = buf && fgetc(f) != EOF;
+    fclose(f);
+    if (buf) buf[n] = 0;
+    if (!buf || n == 0 || more || !strstr(buf, "-----BEGIN ")) {
+        snprintf(err, errlen, "the TLS %s %s is %s", what, path, !buf ? "too big for memory" : more ? "over 1 MiB" :
+                 "not PEM (-----BEGIN ...)");
+        free(buf);
+        return NULL;
+    }
+    return buf;
+}
+
+static void free_secret(char *s) {
+    if (!s) return;
+    volatile char *v = s;
+    for (size_t i = 0; v[i]; i++) v[i] = 0;
+    free(s);
+}
+
+static bool is_loopback(const char *host) {
+    return !strcmp(host, "localhost") || !strncmp(host, "127.", 4) || !strcmp(host, "::1") || !strcmp(host, "[::1]");
 }
 
 int sp_app_run(const sp_app_config *cfg) {
@@ -1337,6 +1524,10 @@ int sp_app_run(const sp_app_config *cfg) {
     a->started_at = (int64_t)time(NULL);
     a->limits = sp_oai_default_limits();
     if (cfg->max_n > 0) a->limits.max_n = cfg->max_n;
+    if (cfg->max_json_depth > 0) a->limits.max_json_depth = (size_t)cfg->max_json_depth;
+    if (cfg->max_tokens > 0) a->limits.max_tokens = cfg->max_tokens;
+    if (cfg->max_stop > 0) a->limits.max_stop = cfg->max_stop;
+    if (cfg->max_stop_len > 0) a->limits.max_stop_len = (size_t)cfg->max_stop_len;
     /* the n siblings of a request wait in the queue together: more than it holds could never start */
     if (cfg->max_queue > 0 && a->limits.max_n > cfg->max_queue) a->limits.max_n = cfg->max_queue;
     sp_metrics_init(&a->metrics);
@@ -1360,26 +1551,53 @@ int sp_app_run(const sp_app_config *cfg) {
     static const char *open_paths[] = {"/health", "/", "/index.html", "/app.js", "/style.css", "/favicon.svg"};
     sp_http_opts ho = {
         .host = cfg->host, .port = cfg->port, .max_connections = cfg->max_connections, .max_body = cfg->max_body,
-        .idle_timeout_s = cfg->idle_timeout_s, .api_keys = cfg->api_keys, .n_api_keys = cfg->n_api_keys,
+        .max_header = cfg->max_header, .idle_timeout_s = cfg->idle_timeout_s, .read_timeout_s = cfg->read_timeout_s,
+        .api_keys = cfg->api_keys, .n_api_keys = cfg->n_api_keys,
         .open_paths = open_paths, .n_open_paths = (int)(sizeof open_paths / sizeof open_paths[0]), .cors_origins = cfg->cors_origins, .log_requests = !cfg->quiet,
-        .handler = handler, .on_done = on_done, .ud = a,
+        .handler = handler, .on_done = on_done, .on_tick = app_tick, .ud = a,
     };
     char err[512] = "";
-    a->http = sp_http_new(&ho, err, sizeof err);
+    char *cert = NULL, *key = NULL;
+    if ((cfg->tls_cert_file != NULL) != (cfg->tls_key_file != NULL)) {
+        snprintf(err, sizeof err, "HTTPS needs both --tls-cert and --tls-key");
+    } else if (cfg->tls_cert_file) {
+        cert = read_pem("certificate", cfg->tls_cert_file, err, sizeof err);
+        if (cert) key = read_pem("key", cfg->tls_key_file, err, sizeof err);
+        ho.tls_cert_pem = cert;
+        ho.tls_key_pem = key;
+    }
+    raise_fd_limit(cfg->max_connections ? cfg->max_connections : 512);
+    install_signals(); /* before the first thread: every thread inherits the blocked signals */
+    if (!err[0]) a->http = sp_http_new(&ho, err, sizeof err);
+    free(cert);
+    free_secret(key);
     if (!a->http) {
         fprintf(stderr, "sparrow serve: %s\n", err);
         free(a);
         return 1;
     }
+    pthread_mutex_lock(&g_sig_mu);
     g_app = a;
-    install_signals();
+    pthread_mutex_unlock(&g_sig_mu);
     const char *host = cfg->host ? cfg->host : "127.0.0.1";
-    bool v6 = strchr(host, ':') != NULL;
-    fprintf(stderr, "sparrow serve: listening on http://%s%s%s:%d (model id '%s')\n", v6 ? "[" : "", host, v6 ? "]" : "",
-            sp_http_port(a->http), a->model_id);
-    if (strcmp(host, "127.0.0.1") != 0 && strcmp(host, "::1") != 0 && strcmp(host, "localhost") != 0 && cfg->n_api_keys == 0)
+    bool v6 = strchr(host, ':') != NULL, tls = cfg->tls_cert_file != NULL;
+    fprintf(stderr, "sparrow serve: listening on %s://%s%s%s:%d (model id '%s')\n", tls ? "https" : "http", v6 ? "[" : "",
+            host, v6 ? "]" : "", sp_http_port(a->http), a->model_id);
+    bool any = !strcmp(host, "0.0.0.0") || !strcmp(host, "::") || !strcmp(host, "[::]");
+    if (any && cfg->n_api_keys == 0)
+        fprintf(stderr,
+                "sparrow serve: WARNING: ***********************************************************************\n"
+                "sparrow serve: WARNING: listening on ALL network interfaces (%s) WITHOUT an API key.\n"
+                "sparrow serve: WARNING: Anyone who can reach this machine can use the model.\n"
+                "sparrow serve: WARNING: Set --api-key KEY or --api-key-file FILE, or listen on --host 127.0.0.1.\n"
+                "sparrow serve: WARNING: ***********************************************************************\n",
+                host);
+    else if (!is_loopback(host) && cfg->n_api_keys == 0)
         fprintf(stderr, "sparrow serve: WARNING: listening on %s WITHOUT an API key: anyone who can reach this "
-                        "address can use the model (set --api-key)\n", host);
+                        "address can use the model (set --api-key or --api-key-file)\n", host);
+    if (!is_loopback(host) && cfg->n_api_keys > 0 && !tls)
+        fprintf(stderr, "sparrow serve: note: plain HTTP: API keys and prompts cross the network unencrypted "
+                        "(--tls-cert and --tls-key serve HTTPS)\n");
 
     pthread_t loader;
     pthread_create(&loader, NULL, loader_main, a);
@@ -1394,8 +1612,10 @@ int sp_app_run(const sp_app_config *cfg) {
     pthread_mutex_unlock(&a->pmu);
     for (int i = 0; i < 2; i++) pthread_join(a->prep_threads[i], NULL);
     int rc = atomic_load(&a->load_failed) ? 1 : 0;
-    sp_http_free(a->http);
+    pthread_mutex_lock(&g_sig_mu); /* a signal from here on exits at once */
     g_app = NULL;
+    pthread_mutex_unlock(&g_sig_mu);
+    sp_http_free(a->http);
     sp_sched_free(a->sched);
     sp_tmpl_free(a->tmpl);
     sp_model_free(a->model);
