@@ -7,13 +7,20 @@
  * q8 pools the K and V scales [SP_KV_BLOCK][n_head_kv].
  *
  * Block states: free (on the free stack) → used (ref > 0) → released: back to free, or, when
- * addressed, onto the LRU list (ref 0, still findable by key) until evicted for a new allocation. */
+ * addressed, onto the LRU list (ref 0, still findable by key) until evicted for a new allocation.
+ *
+ * Spill (optional): an addressed block leaving RAM (evicted, or idle too long) is written to a slot
+ * of an unlinked file and stays findable by key in a second index; a prefix lookup that finds it
+ * there reads it back into a fresh block. The oldest spilled blocks are dropped when the file is full. */
 #include "engine/kv.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <unistd.h>
 
 #define NIL (-1)
 
@@ -24,7 +31,15 @@ typedef struct {
     int32_t toks[SP_KV_BLOCK];    /* when addressed: its tokens (keys are checked against them) */
     int32_t prev, next;           /* LRU links (ref == 0 && addressed) */
     int32_t hnext;                /* hash chain */
+    double released_at;           /* when it went onto the LRU list */
 } blk;
+
+typedef struct {                  /* a block in the spill file: slot i of the file is entry i */
+    bool used;
+    uint64_t key, parent, age;
+    int32_t toks[SP_KV_BLOCK];
+    int32_t hnext;
+} spill_ent;
 
 struct sp_kv {
     int32_t n_layer, n_head_kv, head_dim;
@@ -43,6 +58,14 @@ struct sp_kv {
     int32_t *buckets;
     uint32_t mask;
     sp_kv_stats st;
+    double clock;
+    /* spill file */
+    int spill_fd;
+    int32_t spill_cap, spill_n;
+    spill_ent *sp;
+    int32_t *sp_buckets;
+    uint32_t sp_mask;
+    uint64_t sp_age;
 };
 
 struct sp_kv_seq {
@@ -117,6 +140,7 @@ sp_kv *sp_kv_new(int32_t n_layer, int32_t n_head_kv, int32_t head_dim, sp_kv_typ
     for (int32_t i = 0; i < kv->n_blocks; i++) kv->free_stack[i] = kv->n_blocks - 1 - i; /* pop gives 0, 1, ... */
     kv->n_free = kv->n_blocks;
     kv->lru_head = kv->lru_tail = NIL;
+    kv->spill_fd = -1;
     return kv;
 oom:
     if (err) snprintf(err, errlen, "KV cache: out of memory for %zu blocks", nb);
@@ -127,7 +151,9 @@ oom:
 void sp_kv_free(sp_kv *kv) {
     if (!kv) return;
     if (kv->mem) munmap(kv->mem, kv->mem_len);
+    if (kv->spill_fd >= 0) close(kv->spill_fd);
     free(kv->b); free(kv->free_stack); free(kv->buckets);
+    free(kv->sp); free(kv->sp_buckets);
     free(kv);
 }
 
@@ -141,7 +167,10 @@ void sp_kv_get_stats(const sp_kv *kv, sp_kv_stats *out) {
     out->free = kv->n_free;
     out->cached = kv->n_cached;
     out->used = kv->n_blocks - kv->n_free - kv->n_cached;
+    out->spilled = kv->spill_n;
 }
+
+void sp_kv_set_clock(sp_kv *kv, double now) { kv->clock = now; }
 
 static void lru_unlink(sp_kv *kv, int32_t id) {
     blk *b = &kv->b[id];
@@ -185,6 +214,9 @@ static void index_add(sp_kv *kv, int32_t id, uint64_t key, uint64_t parent, cons
     *head = id;
 }
 
+static void spill_block(sp_kv *kv, int32_t id);
+static uint8_t *block_mem(const sp_kv *kv, int32_t id) { return kv->mem + (size_t)id * kv->block_bytes; }
+
 /* A block for writing (ref 1): a free one, else the least recently released cached one. */
 static int32_t block_alloc(sp_kv *kv) {
     int32_t id;
@@ -193,6 +225,7 @@ static int32_t block_alloc(sp_kv *kv) {
     } else if (kv->lru_head != NIL) {
         id = kv->lru_head;
         lru_unlink(kv, id);
+        spill_block(kv, id);
         index_remove(kv, id);
         kv->st.evictions++;
     } else {
@@ -204,6 +237,89 @@ static int32_t block_alloc(sp_kv *kv) {
     return id;
 }
 
+/* ---- spill ---- */
+
+static int32_t spill_find(const sp_kv *kv, uint64_t key, uint64_t parent, const int32_t *toks) {
+    if (kv->spill_fd < 0) return NIL;
+    for (int32_t e = kv->sp_buckets[key & kv->sp_mask]; e != NIL; e = kv->sp[e].hnext) {
+        const spill_ent *x = &kv->sp[e];
+        if (x->key == key && x->parent == parent && !memcmp(x->toks, toks, sizeof x->toks)) return e;
+    }
+    return NIL;
+}
+
+static void spill_remove(sp_kv *kv, int32_t e) {
+    int32_t *pp = &kv->sp_buckets[kv->sp[e].key & kv->sp_mask];
+    while (*pp != e) pp = &kv->sp[*pp].hnext;
+    *pp = kv->sp[e].hnext;
+    kv->sp[e].used = false;
+    kv->spill_n--;
+}
+
+/* Write addressed block id to the spill file (the oldest spilled block makes room when it is full). */
+static void spill_block(sp_kv *kv, int32_t id) {
+    const blk *b = &kv->b[id];
+    if (kv->spill_fd < 0 || !b->addressed || spill_find(kv, b->key, b->parent, b->toks) != NIL) return;
+    int32_t e = NIL;
+    uint64_t oldest = UINT64_MAX;
+    for (int32_t i = 0; i < kv->spill_cap; i++) {
+        if (!kv->sp[i].used) { e = i; break; }
+        if (kv->sp[i].age < oldest) oldest = kv->sp[i].age, e = i;
+    }
+    if (e == NIL) return;
+    if (kv->sp[e].used) spill_remove(kv, e);
+    size_t n = kv->block_bytes;
+    const uint8_t *p = block_mem(kv, id);
+    off_t off = (off_t)e * (off_t)n;
+    while (n) {
+        ssize_t k = pwrite(kv->spill_fd, p, n, off);
+        if (k < 0 && errno == EINTR) continue;
+        if (k <= 0) return; /* disk full or failing: this block is simply not kept */
+        p += k, n -= (size_t)k, off += k;
+    }
+    spill_ent *x = &kv->sp[e];
+    x->used = true;
+    x->key = b->key, x->parent = b->parent, x->age = ++kv->sp_age;
+    memcpy(x->toks, b->toks, sizeof x->toks);
+    int32_t *head = &kv->sp_buckets[x->key & kv->sp_mask];
+    x->hnext = *head;
+    *head = e;
+    kv->spill_n++;
+    kv->st.spill_writes++;
+}
+
+bool sp_kv_set_spill(sp_kv *kv, const char *dir, uint64_t max_bytes, char *err, size_t errlen) {
+    int32_t cap = (int32_t)(max_bytes / kv->block_bytes < (uint64_t)INT32_MAX / 4 ? max_bytes / kv->block_bytes : INT32_MAX / 4);
+    if (cap <= 0) {
+        if (err) snprintf(err, errlen, "KV spill: %llu bytes hold no block of %zu bytes", (unsigned long long)max_bytes, kv->block_bytes);
+        return false;
+    }
+    char path[4096];
+    snprintf(path, sizeof path, "%s/kv-spill-%d.tmp", dir, (int)getpid());
+    int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        if (err) snprintf(err, errlen, "KV spill: cannot create %s: %s", path, strerror(errno));
+        return false;
+    }
+    unlink(path); /* lives only as long as the process */
+    uint32_t nb = 16;
+    while (nb < (uint32_t)cap * 2u) nb *= 2;
+    kv->sp = calloc((size_t)cap, sizeof *kv->sp);
+    kv->sp_buckets = malloc(nb * sizeof *kv->sp_buckets);
+    if (!kv->sp || !kv->sp_buckets) {
+        close(fd);
+        free(kv->sp), free(kv->sp_buckets);
+        kv->sp = NULL, kv->sp_buckets = NULL;
+        if (err) snprintf(err, errlen, "KV spill: out of memory");
+        return false;
+    }
+    for (uint32_t i = 0; i < nb; i++) kv->sp_buckets[i] = NIL;
+    kv->sp_mask = nb - 1;
+    kv->spill_cap = cap;
+    kv->spill_fd = fd;
+    return true;
+}
+
 static void block_ref(sp_kv *kv, int32_t id) {
     if (kv->b[id].ref++ == 0) lru_unlink(kv, id); /* a cached block comes back into use */
 }
@@ -211,11 +327,50 @@ static void block_ref(sp_kv *kv, int32_t id) {
 static void block_release(sp_kv *kv, int32_t id) {
     blk *b = &kv->b[id];
     if (--b->ref > 0) return;
+    b->released_at = kv->clock;
     if (b->addressed) lru_push(kv, id);
     else kv->free_stack[kv->n_free++] = id;
 }
 
-static uint8_t *block_mem(const sp_kv *kv, int32_t id) { return kv->mem + (size_t)id * kv->block_bytes; }
+/* Read spilled entry e back into a new block, addressed and referenced once (by the caller). */
+static int32_t spill_restore(sp_kv *kv, int32_t e) {
+    kv->sp[e].age = UINT64_MAX; /* the allocation below may spill: never into this slot, not yet read */
+    int32_t id = block_alloc(kv);
+    spill_ent x = kv->sp[e];
+    spill_remove(kv, e);
+    if (id == NIL) return NIL;
+    size_t n = kv->block_bytes;
+    uint8_t *p = block_mem(kv, id);
+    off_t off = (off_t)e * (off_t)n;
+    while (n) {
+        ssize_t k = pread(kv->spill_fd, p, n, off);
+        if (k < 0 && errno == EINTR) continue;
+        if (k <= 0) { /* unreadable: the prefix is computed again */
+            kv->free_stack[kv->n_free++] = id;
+            kv->b[id].ref = 0;
+            return NIL;
+        }
+        p += k, n -= (size_t)k, off += k;
+    }
+    index_add(kv, id, x.key, x.parent, x.toks);
+    kv->st.spill_reads++;
+    return id;
+}
+
+int32_t sp_kv_spill_idle(sp_kv *kv, double now, double idle_s) {
+    int32_t n = 0;
+    if (kv->spill_fd < 0) return 0;
+    while (kv->lru_head != NIL && kv->b[kv->lru_head].released_at < now - idle_s) {
+        int32_t id = kv->lru_head;
+        lru_unlink(kv, id);
+        spill_block(kv, id);
+        index_remove(kv, id);
+        madvise(block_mem(kv, id), kv->block_bytes, MADV_DONTNEED); /* give the RAM back */
+        kv->free_stack[kv->n_free++] = id;
+        n++;
+    }
+    return n;
+}
 
 /* ---- sequences ---- */
 
@@ -246,31 +401,51 @@ int32_t sp_kv_seq_len(const sp_kv_seq *s) { return s->len; }
 sp_kv_type sp_kv_seq_type(const sp_kv_seq *s) { return s->kv->type; }
 const int32_t *sp_kv_seq_tokens(const sp_kv_seq *s) { return s->tokens; }
 
-/* Cached full blocks that begin tokens[0, n), at most max; their ids (and keys) into out when given. */
-static int32_t find_prefix(const sp_kv *kv, const int32_t *tokens, int32_t n, int32_t max, int32_t *ids, uint64_t *keys) {
+/* Cached full blocks that begin tokens[0, n), at most max, in RAM or spilled. With ids: each found
+ * block is referenced at once (so reading a later one back cannot evict it) and its id and key
+ * stored; spilled ones are read back. Without: only counted. */
+static int32_t find_prefix(sp_kv *kv, const int32_t *tokens, int32_t n, int32_t max, int32_t *ids, uint64_t *keys) {
     uint64_t parent = KEY_ROOT;
-    int32_t k = 0;
+    int32_t k = 0, n_spilled = 0;
     while (k < max && (int64_t)(k + 1) * SP_KV_BLOCK <= n) {
         const int32_t *t = tokens + (int64_t)k * SP_KV_BLOCK;
         uint64_t key = block_key(parent, t);
-        int32_t id = index_find(kv, key, parent, t);
-        if (id == NIL) break;
-        if (ids) ids[k] = id, keys[k] = key;
+        int32_t id = index_find(kv, key, parent, t), e = NIL;
+        if (id == NIL && (e = spill_find(kv, key, parent, t)) == NIL) break;
+        if (ids) { /* RAM blocks as ids, spilled ones as -2 - entry, for now */
+            ids[k] = id != NIL ? id : -2 - e;
+            keys[k] = key;
+            n_spilled += id == NIL;
+        }
         parent = key;
         k++;
+    }
+    if (!ids) return k;
+    /* reference what is in RAM first, so reading the spilled ones back cannot evict a block of this
+     * very prefix; then read them back in order */
+    for (int32_t i = 0; i < k; i++)
+        if (ids[i] >= 0) block_ref(kv, ids[i]);
+    for (int32_t i = 0; n_spilled && i < k; i++) {
+        if (ids[i] >= 0) continue;
+        int32_t id = spill_restore(kv, -2 - ids[i]);
+        if (id == NIL) { /* unreadable, or no block: the prefix ends before it */
+            for (int32_t j = i + 1; j < k; j++)
+                if (ids[j] >= 0) block_release(kv, ids[j]);
+            return i;
+        }
+        ids[i] = id;
     }
     return k;
 }
 
 int32_t sp_kv_count_cached(const sp_kv *kv, const int32_t *tokens, int32_t n) {
-    return find_prefix(kv, tokens, n, INT32_MAX, NULL, NULL);
+    return find_prefix((sp_kv *)kv, tokens, n, INT32_MAX, NULL, NULL); /* counting changes nothing */
 }
 
 int32_t sp_kv_seq_attach_prefix(sp_kv_seq *s, const int32_t *tokens, int32_t n) {
     if (s->len || s->n_blocks || n <= 1) return 0;
     int32_t max_blocks = (s->max_tokens + SP_KV_BLOCK - 1) / SP_KV_BLOCK;
     int32_t k = find_prefix(s->kv, tokens, n, max_blocks, s->blocks, s->keys);
-    for (int32_t i = 0; i < k; i++) block_ref(s->kv, s->blocks[i]);
     s->n_blocks = k;
     int32_t got = (int32_t)((int64_t)k * SP_KV_BLOCK < n - 1 ? (int64_t)k * SP_KV_BLOCK : n - 1);
     if (got > s->max_tokens) got = s->max_tokens;

@@ -26,6 +26,8 @@ typedef struct {
     int32_t total, used, cached, free; /* blocks: referenced / unreferenced but addressed / empty */
     uint64_t hit_tokens;               /* prompt tokens served from addressed blocks, ever */
     uint64_t evictions, cow_copies;
+    int32_t spilled;                   /* addressed blocks held in the spill file now */
+    uint64_t spill_writes, spill_reads;
 } sp_kv_stats;
 
 /* A pool of as many blocks as fit in mem_bytes (at least min_blocks are required, else NULL and err
@@ -37,6 +39,18 @@ void sp_kv_free(sp_kv *kv);
 size_t sp_kv_block_bytes(int32_t n_layer, int32_t n_head_kv, int32_t head_dim, sp_kv_type type);
 sp_kv_type sp_kv_get_type(const sp_kv *kv);
 void sp_kv_get_stats(const sp_kv *kv, sp_kv_stats *out);
+/* Spill to flash: released addressed blocks leave RAM for a file in dir (created, unlinked at once:
+ * nothing outlives the process) when evicted for room, or when idle longer than idle_s (see
+ * sp_kv_spill_idle); a later prompt that begins the same way reads them back instead of recomputing.
+ * At most max_bytes of file; the oldest spilled blocks are dropped past that. false (+ err) when the
+ * file cannot be made. */
+bool sp_kv_set_spill(sp_kv *kv, const char *dir, uint64_t max_bytes, char *err, size_t errlen);
+/* Spill (and free the RAM of) cached blocks released more than idle_s seconds before `now`
+ * (seconds, any monotonic clock the caller also passes to sp_kv_seq_free). Returns blocks spilled. */
+int32_t sp_kv_spill_idle(sp_kv *kv, double now, double idle_s);
+/* The time sp_kv_seq_free and truncate stamp on released blocks (default 0: set it before freeing). */
+void sp_kv_set_clock(sp_kv *kv, double now);
+
 /* Blocks a sequence could still get: free ones plus cached ones that can be evicted. */
 int32_t sp_kv_available(const sp_kv *kv);
 

@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "scheduler/stop.h"
 
@@ -40,6 +41,8 @@ typedef struct {
 struct sp_sched {
     const sp_model *m;
     int32_t n_ctx, max_seqs, step_tokens;
+    bool spill;
+    double spill_idle_s;
     sp_kv *kv;
     sp_fwd *fwd;
     float *raw;           /* copy of the logits for logprobs */
@@ -153,6 +156,7 @@ static void kv_stats_locked(sp_sched *s) {
     s->stats.kv_blocks_total = ks.total, s->stats.kv_blocks_used = ks.used;
     s->stats.kv_blocks_cached = ks.cached, s->stats.kv_blocks_free = ks.free;
     s->stats.prefix_hit_tokens = ks.hit_tokens;
+    s->stats.kv_blocks_spilled = ks.spilled;
 }
 
 /* End a sequence: flush held-back text on a normal end, account, publish the finish, free. Engine
@@ -367,7 +371,21 @@ static int build_batch(sp_sched *s) {
     return n_items;
 }
 
+/* Blocks idle past the threshold leave RAM for the spill file. Engine thread. */
+static void spill_idle(sp_sched *s) {
+    if (!s->spill || s->spill_idle_s <= 0) return;
+    double now = sp_now();
+    sp_kv_set_clock(s->kv, now);
+    if (sp_kv_spill_idle(s->kv, now, s->spill_idle_s) > 0) {
+        pthread_mutex_lock(&s->mu);
+        kv_stats_locked(s);
+        pthread_mutex_unlock(&s->mu);
+    }
+}
+
 static void step(sp_sched *s) {
+    sp_kv_set_clock(s->kv, sp_now()); /* stamps the blocks sequences release in this step */
+    spill_idle(s);
     /* cancelled sequences leave before any work is spent on them */
     for (int32_t i = 0; i < s->n_run;)
         if (cancelled(s->seqs[i].job)) retire(s, i, SP_FINISH_CANCELLED, 0, NULL);
@@ -424,7 +442,20 @@ static void *engine_main(void *arg) {
     sp_sched *s = arg;
     pthread_mutex_lock(&s->mu);
     for (;;) {
-        while (!s->quit && s->n_run == 0 && s->q_len == 0) pthread_cond_wait(&s->cv, &s->mu);
+        while (!s->quit && s->n_run == 0 && s->q_len == 0) {
+            if (!s->spill || s->spill_idle_s <= 0) {
+                pthread_cond_wait(&s->cv, &s->mu);
+                continue;
+            }
+            /* idle: wake now and then to spill what has been idle long enough */
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_sec += 1;
+            pthread_cond_timedwait(&s->cv, &s->mu, &ts);
+            pthread_mutex_unlock(&s->mu);
+            spill_idle(s);
+            pthread_mutex_lock(&s->mu);
+        }
         if (s->quit) break;
         while (s->q_len > 0 && admit_one(s)) {}
         pthread_mutex_unlock(&s->mu);
@@ -459,6 +490,11 @@ sp_sched *sp_sched_new(const sp_model *m, const sp_sched_opts *o, char *err, siz
     /* at least one block per slot to decode into, and room for a prompt of a few blocks */
     s->kv = sp_kv_new(hp->n_layer, hp->n_head_kv, hp->head_dim, kt, mem, s->max_seqs + 4, err, errlen);
     if (!s->kv) goto fail;
+    if (o->kv_spill_dir && o->kv_spill_bytes) {
+        if (!sp_kv_set_spill(s->kv, o->kv_spill_dir, o->kv_spill_bytes, err, errlen)) goto fail;
+        s->spill = true;
+        s->spill_idle_s = o->kv_spill_idle_s;
+    }
     s->fwd = sp_fwd_new(m, s->step_tokens, s->n_ctx, err, errlen);
     if (!s->fwd) goto fail;
     s->queue = calloc((size_t)s->q_cap, sizeof *s->queue);

@@ -21,6 +21,9 @@ typedef struct {
     size_t kv_mem;        /* bytes for the KV block pool (0: room for max_seqs full contexts, capped
                            * at 512 MiB, and at least one full context) */
     int kv_type;          /* sp_kv_type: SP_KV_F32 (default) or SP_KV_Q8 */
+    const char *kv_spill_dir;    /* spill released KV blocks to a file here (NULL: no spill) */
+    uint64_t kv_spill_bytes;     /* the spill file's size limit */
+    double kv_spill_idle_s;      /* spill cached blocks idle this long (<= 0: only when evicted) */
 } sp_sched_opts;
 
 typedef struct {
@@ -29,7 +32,7 @@ typedef struct {
     int32_t queue_depth;  /* waiting, not running */
     int32_t running;      /* sequences running now */
     /* KV pool (blocks of SP_KV_BLOCK positions) */
-    int32_t kv_blocks_total, kv_blocks_used, kv_blocks_cached, kv_blocks_free;
+    int32_t kv_blocks_total, kv_blocks_used, kv_blocks_cached, kv_blocks_free, kv_blocks_spilled;
     uint64_t prefix_hit_tokens;  /* prompt tokens served from cached KV blocks */
     /* batching: steps run, and the sequences and tokens they carried (batch size = seqs / steps) */
     uint64_t steps, step_seqs, step_tokens;

@@ -388,7 +388,9 @@ static void *loader_main(void *arg) {
     }
     if (a->tmpl) {
         sp_sched_opts so = {.n_ctx = cfg->n_ctx, .max_queue = cfg->max_queue, .max_seqs = cfg->parallel,
-                            .step_tokens = cfg->step_tokens, .kv_mem = kv_mem, .kv_type = cfg->kv_type};
+                            .step_tokens = cfg->step_tokens, .kv_mem = kv_mem, .kv_type = cfg->kv_type,
+                            .kv_spill_dir = cfg->kv_spill && a->cache_dir[0] ? a->cache_dir : NULL,
+                            .kv_spill_bytes = cfg->kv_spill, .kv_spill_idle_s = cfg->kv_spill_idle_s};
         a->sched = sp_sched_new(a->model, &so, err, sizeof err);
     }
     if (!a->sched) {
@@ -1537,7 +1539,8 @@ int sp_app_run(const sp_app_config *cfg) {
     else model_id_from_path(cfg->model_path, a->model_id, sizeof a->model_id);
     a->load.progress = true;
     a->kv_mem = cfg->kv_mem;
-    if (!cfg->no_weight_cache && sp_conf_cache_dir(a->cache_dir, sizeof a->cache_dir)) a->load.cache_dir = a->cache_dir;
+    if ((!cfg->no_weight_cache || cfg->kv_spill) && sp_conf_cache_dir(a->cache_dir, sizeof a->cache_dir) && !cfg->no_weight_cache)
+        a->load.cache_dir = a->cache_dir;
     if (cfg->mem_limit) { /* refuse what cannot fit before listening or loading anything */
         char perr[512] = "";
         if (!plan_memory(cfg, &a->load, &a->kv_mem, perr, sizeof perr)) {

@@ -28,6 +28,8 @@ typedef struct {
     bool no_weight_cache;      /* repack in memory instead of mapping the cache file */
     size_t mem_limit;          /* bytes of RAM sparrow may own (anonymous memory + locked weights); 0: no limit */
     bool mlock;                /* lock as many weight bytes in RAM as mem_limit leaves room for */
+    size_t kv_spill;           /* bytes of flash for released KV blocks (0: no spill) */
+    double kv_spill_idle_s;    /* cached KV blocks idle this long go to flash */
     size_t max_body;           /* request body bytes */
     size_t max_header;         /* request line + headers bytes (0: the HTTP layer's 16 KiB) */
     unsigned max_connections;

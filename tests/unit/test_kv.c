@@ -180,6 +180,52 @@ Test(kv, released_blocks_are_evicted_least_recent_first) {
     sp_kv_free(kv);
 }
 
+Test(kv, evicted_and_idle_blocks_spill_to_a_file_and_come_back) {
+    sp_kv *kv = pool(4, SP_KV_F32);
+    char err[256] = "";
+    cr_assert(sp_kv_set_spill(kv, "/tmp", 8 * sp_kv_block_bytes(2, 2, 8, SP_KV_F32), err, sizeof err), "%s", err);
+    sp_kv_set_clock(kv, 100);
+    int32_t a[32], b[48];
+    seq_tokens(a, 32, 11);
+    seq_tokens(b, 48, 12);
+    sp_kv_seq *s = sp_kv_seq_new(kv, 100);
+    fill(s, a, 32);
+    sp_kv_seq_free(s);
+    s = sp_kv_seq_new(kv, 100);
+    fill(s, b, 48); /* 3 blocks: 2 free, then a's first cached block is evicted -> spilled */
+    sp_kv_stats st;
+    sp_kv_get_stats(kv, &st);
+    cr_expect_eq(st.spilled, 1);
+    cr_expect_eq(st.spill_writes, 1);
+    cr_expect_eq(sp_kv_count_cached(kv, a, 32), 2, "one block in RAM, one in the file: both found");
+    sp_kv_seq_free(s);
+    /* a comes back: block 0 read from the file (evicting b's oldest, not a's block 1, still in RAM) */
+    sp_kv_seq *r = sp_kv_seq_new(kv, 100);
+    cr_expect_eq(sp_kv_seq_attach_prefix(r, a, 33), 32);
+    for (int32_t pos = 0; pos < 32; pos++) cr_expect_float_eq(k0(r, 1, pos), (float)(a[pos] * 10 + 1), 0, "pos %d", pos);
+    sp_kv_get_stats(kv, &st);
+    cr_expect_eq(st.spill_reads, 1);
+    sp_kv_seq_free(r);
+    /* idle: released at t=100, spilled at t=200 with a 60 s threshold, RAM freed */
+    s = sp_kv_seq_new(kv, 100);
+    cr_expect_eq(sp_kv_seq_attach_prefix(s, b, 49), 48);
+    sp_kv_seq_free(s);
+    cr_expect_eq(sp_kv_spill_idle(kv, 150, 60), 0, "not idle long enough");
+    sp_kv_get_stats(kv, &st);
+    int32_t cached = st.cached;
+    cr_expect_gt(cached, 0);
+    cr_expect_eq(sp_kv_spill_idle(kv, 200, 60), cached);
+    sp_kv_get_stats(kv, &st);
+    cr_expect_eq(st.cached, 0);
+    cr_expect_eq(st.free, 4);
+    cr_expect_eq(sp_kv_count_cached(kv, b, 48), 3);
+    s = sp_kv_seq_new(kv, 100);
+    cr_expect_eq(sp_kv_seq_attach_prefix(s, b, 49), 48);
+    for (int32_t pos = 0; pos < 48; pos++) cr_expect_float_eq(k0(s, 0, pos), (float)(b[pos] * 10), 0, "pos %d", pos);
+    sp_kv_seq_free(s);
+    sp_kv_free(kv);
+}
+
 Test(kv, max_tokens_is_enforced) {
     sp_kv *kv = pool(8, SP_KV_F32);
     sp_kv_seq *s = sp_kv_seq_new(kv, 20);
