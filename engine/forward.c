@@ -207,6 +207,14 @@ static void attention_worker(void *arg, int64_t u0, int64_t u1, int ith) {
 
 /* ---- the graph ---- */
 
+/* Matmuls sharing their input x: fused when the table can (one pass over the threads). */
+static void matmul_shared(const sp_fwd *f, const sp_mat *const *w, float *const *y, int n, const float *x, int64_t n_tok) {
+    const sp_kernels *k = f->m->k;
+    if (k->matmul_multi) k->matmul_multi(w, y, n, x, n_tok, f->m->pool);
+    else
+        for (int i = 0; i < n; i++) k->matmul(w[i], x, y[i], n_tok, f->m->pool);
+}
+
 static void attn_block(sp_fwd *f, int il, int64_t n_tok) {
     const sp_model *m = f->m;
     const sp_hparams *hp = &m->hp;
@@ -214,9 +222,9 @@ static void attn_block(sp_fwd *f, int il, int64_t n_tok) {
     const sp_kernels *k = m->k;
     int64_t d = hp->n_embd, kvd = kv_dim(hp);
     for (int64_t t = 0; t < n_tok; t++) k->rmsnorm(f->h + t * d, f->x + t * d, ly->attn_norm, d, hp->rms_eps);
-    k->matmul(&ly->wq, f->h, f->q, n_tok, m->pool);
-    k->matmul(&ly->wk, f->h, f->k, n_tok, m->pool);
-    k->matmul(&ly->wv, f->h, f->v, n_tok, m->pool);
+    const sp_mat *qkv[] = {&ly->wq, &ly->wk, &ly->wv};
+    float *qkv_out[] = {f->q, f->k, f->v};
+    matmul_shared(f, qkv, qkv_out, 3, f->h, n_tok);
     add_bias(f->q, ly->bq, n_tok, q_dim(hp));
     add_bias(f->k, ly->bk, n_tok, kvd);
     add_bias(f->v, ly->bv, n_tok, kvd);
@@ -241,8 +249,9 @@ static void ffn_block(sp_fwd *f, int il, int64_t n_tok) {
     const sp_kernels *k = m->k;
     int64_t d = hp->n_embd;
     for (int64_t t = 0; t < n_tok; t++) k->rmsnorm(f->h + t * d, f->x + t * d, ly->ffn_norm, d, hp->rms_eps);
-    k->matmul(&ly->w_gate, f->h, f->ff_gate, n_tok, m->pool);
-    k->matmul(&ly->w_up, f->h, f->ff_up, n_tok, m->pool);
+    const sp_mat *gu[] = {&ly->w_gate, &ly->w_up};
+    float *gu_out[] = {f->ff_gate, f->ff_up};
+    matmul_shared(f, gu, gu_out, 2, f->h, n_tok);
     k->swiglu(f->ff_gate, f->ff_gate, f->ff_up, n_tok * hp->n_ff);
     k->matmul(&ly->w_down, f->ff_gate, f->out, n_tok, m->pool);
     for (int64_t i = 0; i < n_tok * d; i++) f->x[i] += f->out[i];

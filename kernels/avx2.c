@@ -327,6 +327,51 @@ static void avx2_matmul(const sp_mat *w, const float *x, float *y, int64_t n_tok
     }
 }
 
+/* Several packed matrices with the same input: units are the row groups of all of them, in order. */
+#define MM_MULTI_MAX 4
+typedef struct {
+    mm_job jobs[MM_MULTI_MAX];
+    int64_t start[MM_MULTI_MAX + 1]; /* first unit of each matrix */
+    int n;
+} mm_multi;
+
+static void multi_worker(void *arg, int64_t u0, int64_t u1, int ith) {
+    mm_multi *mm = arg;
+    for (int i = 0; i < mm->n; i++) {
+        int64_t a = u0 > mm->start[i] ? u0 : mm->start[i], b = u1 < mm->start[i + 1] ? u1 : mm->start[i + 1];
+        if (a < b) packed_worker(&mm->jobs[i], a - mm->start[i], b - mm->start[i], ith);
+    }
+}
+
+static bool packed_fmt(const sp_mat *w) {
+    return w->packed && (w->pack_fmt == SP_PACK_Q4X8 || w->pack_fmt == SP_PACK_Q4X8M || w->pack_fmt == SP_PACK_Q8X8);
+}
+
+static void avx2_matmul_multi(const sp_mat *const *w, float *const *y, int n, const float *x, int64_t n_tok, sp_pool *pool) {
+    bool fused = n >= 1 && n <= MM_MULTI_MAX;
+    for (int i = 0; fused && i < n; i++) fused = packed_fmt(w[i]) && w[i]->n_in == w[0]->n_in;
+    if (!fused) {
+        for (int i = 0; i < n; i++) avx2_matmul(w[i], x, y[i], n_tok, pool);
+        return;
+    }
+    int64_t nb = w[0]->n_in / SP_PACK_BLK;
+    sp_block_q8a *xa = sp_pool_scratch(pool, (size_t)n_tok * (size_t)nb * sizeof *xa);
+    if (!xa) abort();
+    mm_job q = {.w = w[0], .x = x, .n_tok = n_tok, .xa = xa, .pool = pool};
+    if (n_tok > 1) sp_pool_for(pool, n_tok, 1, quant_worker, &q);
+    else quant_worker(&q, 0, 1, 0);
+    mm_multi mm = {.n = n};
+    for (int i = 0; i < n; i++) mm.start[i + 1] = mm.start[i] + sp_pack_groups(w[i]);
+    int64_t tb = token_block(w[0]);
+    for (int64_t t0 = 0; t0 < n_tok; t0 += tb) {
+        for (int i = 0; i < n; i++)
+            mm.jobs[i] = (mm_job){.w = w[i], .x = x, .y = y[i] + t0 * w[i]->n_out, .n_tok = n_tok - t0 < tb ? n_tok - t0 : tb,
+                                  .xa = xa + t0 * nb, .pool = pool};
+        sp_pool_for(pool, mm.start[n], 0, multi_worker, &mm);
+    }
+    sp_pool_scratch_done(pool, xa);
+}
+
 static bool avx2_pack(sp_mat *w) { return sp_pack_mat(w); }
 
 /* ---------------------------------------------------------------------------------------------
@@ -490,6 +535,7 @@ static void ref_rope_cs_fwd(float *v, int64_t n_heads, int64_t head_dim, int64_t
 static const sp_kernels avx2_table = {
     .name = "avx2",
     .matmul = avx2_matmul,
+    .matmul_multi = avx2_matmul_multi,
     .pack = avx2_pack,
     .rmsnorm = avx2_rmsnorm,
     .rope = ref_rope,

@@ -33,6 +33,10 @@ typedef struct sp_kernels {
     /* y[t][o] = sum_i W[o][i] * x[t][i] for t < n_tok; x is [n_tok][n_in], y is [n_tok][n_out].
      * Rows are split over pool's threads (pool may be NULL: the calling thread alone). */
     void (*matmul)(const sp_mat *w, const float *x, float *y, int64_t n_tok, sp_pool *pool);
+    /* y[i] = the matmul of w[i] with x, for i < n (n <= 4): matrices sharing their input (q/k/v,
+     * gate/up) in one pass over the threads, the activations quantized once. Same results as n
+     * matmul calls. NULL slot: the engine calls matmul n times. */
+    void (*matmul_multi)(const sp_mat *const *w, float *const *y, int n, const float *x, int64_t n_tok, sp_pool *pool);
     /* Re-lay-out w for this table's matmul (sets w->packed). false: keep reading w->data (a
      * correct fallback). NULL slot: the table never packs. */
     bool (*pack)(sp_mat *w);

@@ -143,6 +143,48 @@ Test(kernels, matmul_every_format_many_shapes) {
             }
 }
 
+/* A fused pass over several matrices sharing their input gives, bit for bit, what separate matmuls
+ * give: mixed formats (a Q4_K_M-style layer: Q4_K, Q6_K, Q5_0), odd row counts, 1 to 9 tokens. */
+Test(kernels, matmul_multi_equals_separate_matmuls) {
+    int nt = n_fast_tables();
+    int tested = 0;
+    for (int ti = 0; ti < nt; ti++) {
+        const sp_kernels *k = fast_tables[ti];
+        if (!k->matmul_multi) continue;
+        tested++;
+        const uint32_t types[][3] = {{SP_TYPE_Q4_K, SP_TYPE_Q6_K, SP_TYPE_Q5_0}, {SP_TYPE_Q4_0, SP_TYPE_Q4_0, SP_TYPE_Q8_0},
+                                     {SP_TYPE_Q4_0, SP_TYPE_F32, SP_TYPE_Q4_1}};
+        const int64_t outs[3] = {77, 16, 41};
+        for (size_t c = 0; c < sizeof types / sizeof types[0]; c++) {
+            for (int64_t n_tok = 1; n_tok <= 9; n_tok += 4) {
+                sp_mat w[3];
+                const sp_mat *wp[3];
+                float *ya[3], *yb[3];
+                float *x = make_x(256 * n_tok);
+                for (int i = 0; i < 3; i++) {
+                    w[i] = make_mat(types[c][i], 256, outs[i]);
+                    if (k->pack) k->pack(&w[i]);
+                    wp[i] = &w[i];
+                    ya[i] = malloc((size_t)(outs[i] * n_tok) * sizeof(float));
+                    yb[i] = malloc((size_t)(outs[i] * n_tok) * sizeof(float));
+                }
+                sp_pool *pool = sp_pool_new(3);
+                k->matmul_multi(wp, ya, 3, x, n_tok, pool);
+                for (int i = 0; i < 3; i++) k->matmul(&w[i], x, yb[i], n_tok, pool);
+                for (int i = 0; i < 3; i++) {
+                    cr_expect(!memcmp(ya[i], yb[i], (size_t)(outs[i] * n_tok) * sizeof(float)), "%s case %zu mat %d tok %lld",
+                              k->name, c, i, (long long)n_tok);
+                    free(ya[i]), free(yb[i]);
+                    free_mat(&w[i]);
+                }
+                sp_pool_free(pool);
+                free(x);
+            }
+        }
+    }
+    cr_log_info("matmul_multi tested on %d table(s)", tested);
+}
+
 Test(kernels, matmul_every_thread_count) {
     int nt = n_fast_tables();
     if (!nt) cr_skip_test("no fast table on this CPU");
