@@ -13,6 +13,7 @@ int sp_cli_serve(int argc, char **argv);
 int sp_cli_template(int argc, char **argv);
 int sp_cli_pull(int argc, char **argv);
 int sp_cli_bench(int argc, char **argv);
+int sp_cli_devices(int argc, char **argv);
 
 /* The default model for commands given no -m: a tiny random-weight model written by synth into
  * the cache directory on first use. Writes its path into buf. */

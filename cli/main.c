@@ -17,6 +17,7 @@ static void usage(FILE *f) {
             "  synth     write a random-weight GGUF in a real model's shape\n"
             "  pull      download a GGUF (URL or Hugging Face org/repo/file.gguf), resumable\n"
             "  bench     prompt-processing and generation speed (llama-bench's pp / tg)\n"
+            "  devices   the OpenCL devices and the one --kernels opencl would use\n"
             "\n"
             "`sparrow COMMAND --help` for the options of one command.\n");
 }
@@ -35,6 +36,7 @@ int main(int argc, char **argv) {
     if (!strcmp(cmd, "synth")) return sp_cli_synth(argc - 1, argv + 1);
     if (!strcmp(cmd, "pull")) return sp_cli_pull(argc - 1, argv + 1);
     if (!strcmp(cmd, "bench")) return sp_cli_bench(argc - 1, argv + 1);
+    if (!strcmp(cmd, "devices")) return sp_cli_devices(argc - 1, argv + 1);
     if (!strcmp(cmd, "-h") || !strcmp(cmd, "--help") || !strcmp(cmd, "help")) {
         usage(stdout);
         return 0;

@@ -79,7 +79,11 @@ const sp_kernels *sp_kernels_avx2(void);
 enum { SP_NEON_BASE = 0, SP_NEON_DOTPROD = 1, SP_NEON_I8MM = 2 };
 const sp_kernels *sp_kernels_neon_at(int level);
 const sp_kernels *sp_kernels_neon(void);
-/* The table to use: `force` ("ref", "avx2", "neon", "neon-dotprod", "neon-i8mm") when given and
+/* The OpenCL table (kernels/opencl_table.c): matmul on the OpenCL device $SPARROW_CL_DEVICE picks, the
+ * other slots from the fastest CPU table. NULL (sp_kernels_opencl_error in kernels/opencl.h says
+ * why) when this build has no OpenCL or no usable device. Never chosen by "auto". */
+const sp_kernels *sp_kernels_opencl(void);
+/* The table to use: `force` ("ref", "avx2", "neon", "neon-dotprod", "neon-i8mm", "opencl") when given and
  * non-empty, else the environment variable SPARROW_KERNELS when set, else the fastest the CPU
  * supports ("auto" names that choice too). NULL if `force` (or the variable) names a table that is
  * unknown or unsupported here. */

@@ -2,11 +2,13 @@
  * AArch64: the kernel's AT_HWCAP / AT_HWCAP2 bits), overridable by name (--kernels, or
  * SPARROW_KERNELS) so tests and benchmarks can force one. Built without ISA flags: it must run on any
  * CPU. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
 #include "kernels/kernels.h"
+#include "kernels/opencl.h"
 
 #if defined(__x86_64__)
 #include <cpuid.h>
@@ -76,13 +78,19 @@ const sp_kernels *sp_kernels_neon(void) {
 
 static const char *const neon_names[] = {"neon", "neon-dotprod", "neon-i8mm"}; /* by SP_NEON_* level */
 
+#ifdef SP_HAVE_OPENCL
+#define OPENCL_NAME ", opencl"
+#else
+#define OPENCL_NAME ""
+#endif
+
 const char *sp_kernels_names(void) {
 #if defined(__x86_64__)
-    return "ref, avx2";
+    return "ref, avx2" OPENCL_NAME;
 #elif defined(__aarch64__)
-    return "ref, neon, neon-dotprod, neon-i8mm";
+    return "ref, neon, neon-dotprod, neon-i8mm" OPENCL_NAME;
 #else
-    return "ref";
+    return "ref" OPENCL_NAME;
 #endif
 }
 
@@ -91,6 +99,11 @@ const sp_kernels *sp_kernels_select(const char *force) {
     if (force && *force) {
         if (!strcasecmp(force, "ref")) return sp_kernels_ref();
         if (!strcasecmp(force, "avx2")) return sp_kernels_avx2();
+        if (!strcasecmp(force, "opencl")) { /* only by name: never "auto" */
+            const sp_kernels *k = sp_kernels_opencl();
+            if (!k) fprintf(stderr, "sparrow: opencl: %s\n", sp_kernels_opencl_error());
+            return k;
+        }
         for (int l = SP_NEON_BASE; l <= SP_NEON_I8MM; l++)
             if (!strcasecmp(force, neon_names[l])) return sp_kernels_neon_at(l);
         if (strcasecmp(force, "auto")) return NULL;

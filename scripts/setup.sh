@@ -15,6 +15,8 @@ PACKAGES=(
   chromium                            # the web page test (headless, driven by playwright-core)
   python3-jinja2                      # the chat-template oracle (../shared/templates/render_reference.py)
   python3 python3-numpy               # reference checkers in ../shared (check_logits.py)
+  ocl-icd-opencl-dev opencl-c-headers # the OpenCL backend: ICD loader (-lOpenCL) and headers
+  pocl-opencl-icd clinfo              # an OpenCL CPU device for its tests (PoCL), and clinfo
 )
 
 missing=()
