@@ -135,8 +135,11 @@ static bool read_int(reader *r, const char *name, int64_t lo, int64_t hi, int64_
     if (!v) return true;
     if (!cJSON_IsNumber(v) || !is_integer(v->valuedouble)) return bad(r, name, "'%s' must be an integer", name);
     double d = v->valuedouble;
-    if (d < (double)lo || d > (double)hi)
-        return bad(r, name, "'%s' must be between %lld and %lld (got %.0f)", name, (long long)lo, (long long)hi, d);
+    if (d < (double)lo || d > (double)hi) { /* OpenAI's codes for out-of-range integers */
+        bad(r, name, "'%s' must be between %lld and %lld (got %.0f)", name, (long long)lo, (long long)hi, d);
+        r->err->code = d > (double)hi ? "integer_above_max_value" : "integer_below_min_value";
+        return false;
+    }
     *out = (int64_t)d;
     return true;
 }
@@ -394,8 +397,8 @@ bool sp_oai_parse(sp_oai_kind kind, const char *body, size_t len, const sp_oai_l
         return false;
     }
     if (json_depth(body, len) > lim->max_json_depth) {
-        sp_oai_set_error(err, 400, "invalid_request_error", NULL, NULL, "the request JSON nests deeper than %zu levels",
-                         lim->max_json_depth);
+        sp_oai_set_error(err, 400, "invalid_request_error", "json_too_deep", NULL,
+                         "the request JSON nests deeper than %zu levels", lim->max_json_depth);
         return false;
     }
     cJSON *root = cJSON_ParseWithLength(body, len);

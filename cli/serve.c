@@ -5,17 +5,22 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "cli/cli.h"
 #include "conf/conf.h"
 #include "engine/kv.h"
 #include "server/app.h"
 
-#define MAX_KEYS 16
+#define MAX_KEYS 1024
+#define MAX_KEY_FILES 8
 
 typedef struct {
     sp_app_config cfg;
     const char *keys[MAX_KEYS];
+    char *key_files[MAX_KEY_FILES]; /* --api-key-file contents (the keys point into them) */
+    size_t key_file_len[MAX_KEY_FILES];
+    int n_key_files;
     int n_keys_file;        /* keys from the config file, replaced when flags give keys */
     bool keys_from_flags;
     char model_buf[1024];
@@ -31,7 +36,11 @@ static void serve_usage(FILE *f) {
             "  --host ADDR              address to listen on (default 127.0.0.1; 0.0.0.0 for the LAN)\n"
             "  --port N                 (default 8080)\n"
             "  --api-key KEY            require 'Authorization: Bearer KEY' (repeatable: several keys)\n"
-            "  --cors ORIGINS           allow browsers from these origins ('*' or a comma-separated list)\n"
+            "  --api-key-file FILE      the same, one key per line ('#' comments); keep it chmod 600\n"
+            "  --cors ORIGINS           allow browsers from these origins ('*' or a comma-separated list;\n"
+            "                           default: none, no CORS headers)\n"
+            "  --tls-cert FILE          serve HTTPS with this PEM certificate (chain) ...\n"
+            "  --tls-key FILE           ... and its PEM private key\n"
             "  -c, --ctx N              context length (default: the model's)\n"
             "  -t, --threads N          compute threads (default: one per online CPU)\n"
             "  --max-queue N            waiting generations before 429 (default 64; n choices count n)\n"
@@ -47,9 +56,24 @@ static void serve_usage(FILE *f) {
             "  --mlock                  with --mem-limit: lock as many weight bytes as the limit leaves room for\n"
             "  --no-weight-cache        repack the weights in memory at every start instead of mapping the\n"
             "                           cache file ($SPARROW_CACHE_DIR, else ~/.cache/sparrow)\n"
-            "  --max-body BYTES         request body limit, e.g. 16M (default 8M)\n"
-            "  --max-connections N      (default 64)\n"
-            "  --timeout S              idle connection timeout in seconds (default 60)\n"
+            "limits (past one: the status in parentheses, with an OpenAI-shaped error):\n"
+            "  --max-connections N      open connections served (default 512; past it 503, but /health)\n"
+            "  --max-body BYTES         request body, e.g. 16M (default 8M; 413)\n"
+            "  --max-header BYTES       request line + headers (default 16K; 431)\n"
+            "  --max-json-depth N       nesting of the request JSON (default 64; 400)\n"
+            "  --max-prompt-tokens N    prompt tokens (default: the context less one; 400)\n"
+            "  --max-tokens N           largest max_tokens, and the cap when a request gives none\n"
+            "                           (default 0: the context; 400)\n"
+            "  --max-stop N             stop strings per request (default 16; 400)\n"
+            "  --max-stop-len BYTES     bytes per stop string (default 256; 400)\n"
+            "  --request-timeout S      a generation running longer is ended with finish_reason \"length\"\n"
+            "                           (default 600; 0: never)\n"
+            "  --read-timeout S         a request (headers and body) must arrive within S seconds of the\n"
+            "                           connection opening or of the previous answer, else the\n"
+            "                           connection is closed (default 15)\n"
+            "  --timeout S              idle connection timeout: no byte moved (default 60)\n"
+            "  --shutdown-grace S       on SIGTERM/SIGINT, running generations may go on this long, then end\n"
+            "                           with finish_reason \"length\" (default 10; a second signal exits at once)\n"
             "  --chat-template FILE     Jinja chat template to use instead of the model's\n"
             "  --config FILE            JSON file with any of these settings, e.g. {\"port\": 8081, \"api-key\": \"k\"}\n"
             "  -q, --quiet              no per-request log lines\n");
@@ -72,6 +96,69 @@ static bool size(const char *v, uint64_t lo, uint64_t hi, size_t *out, const cha
     return false;
 }
 
+static bool seconds(const char *v, float lo, float hi, double *out, const char *name) {
+    float f;
+    if (sp_conf_parse_f32(v, lo, hi, &f)) {
+        *out = f;
+        return true;
+    }
+    fprintf(stderr, "sparrow serve: invalid value '%s' for %s (seconds, %g..%g)\n", v, name, lo, hi);
+    return false;
+}
+
+static bool add_key(serve_opts *o, const char *v, bool from_file) {
+    sp_app_config *c = &o->cfg;
+    if (!from_file && !o->keys_from_flags) { c->n_api_keys = 0; o->keys_from_flags = true; }
+    if (c->n_api_keys >= MAX_KEYS) { fprintf(stderr, "sparrow serve: at most %d API keys\n", MAX_KEYS); return false; }
+    if (!*v) { fprintf(stderr, "sparrow serve: an API key may not be empty\n"); return false; }
+    for (const char *p = v; *p; p++)
+        if ((unsigned char)*p <= ' ' || *p == 0x7f) {
+            fprintf(stderr, "sparrow serve: an API key may not contain spaces or control characters\n");
+            return false;
+        }
+    o->keys[c->n_api_keys++] = v;
+    return true;
+}
+
+/* --api-key-file: one key per line; blank lines and lines starting with '#' are skipped; spaces
+ * around a key are trimmed. The file should be readable by its owner only (a warning otherwise). */
+static bool add_key_file(serve_opts *o, const char *path, bool from_file) {
+    if (o->n_key_files == MAX_KEY_FILES) { fprintf(stderr, "sparrow serve: at most %d key files\n", MAX_KEY_FILES); return false; }
+    FILE *f = fopen(path, "rb");
+    struct stat st;
+    if (!f || fstat(fileno(f), &st) != 0 || !S_ISREG(st.st_mode) || st.st_size > (1 << 20)) {
+        fprintf(stderr, "sparrow serve: cannot read the API key file %s%s\n", path,
+                f && st.st_size > (1 << 20) ? " (over 1 MiB)" : "");
+        if (f) fclose(f);
+        return false;
+    }
+    if (st.st_mode & 077)
+        fprintf(stderr, "sparrow serve: WARNING: the API key file %s can be read by other users (chmod 600 %s)\n", path, path);
+    char *buf = calloc((size_t)st.st_size + 1, 1);
+    size_t n = buf ? fread(buf, 1, (size_t)st.st_size, f) : 0;
+    fclose(f);
+    if (!buf) return false;
+    buf[n] = 0;
+    o->key_file_len[o->n_key_files] = n;
+    o->key_files[o->n_key_files++] = buf;
+    int added = 0;
+    for (char *line = buf, *next; line; line = next) {
+        next = strchr(line, '\n');
+        if (next) *next++ = 0;
+        while (*line == ' ' || *line == '\t') line++;
+        size_t len = strlen(line);
+        while (len > 0 && (line[len - 1] == ' ' || line[len - 1] == '\t' || line[len - 1] == '\r')) line[--len] = 0;
+        if (!len || line[0] == '#') continue;
+        if (!add_key(o, line, from_file)) return false;
+        added++;
+    }
+    if (!added) {
+        fprintf(stderr, "sparrow serve: the API key file %s holds no key\n", path);
+        return false;
+    }
+    return true;
+}
+
 /* One setting by name (flag without dashes, or config key). from_file: the config file. */
 static bool set_option(serve_opts *o, const char *name, const char *v, bool from_file) {
     sp_app_config *c = &o->cfg;
@@ -81,11 +168,11 @@ static bool set_option(serve_opts *o, const char *name, const char *v, bool from
     else if (!strcmp(name, "host")) c->host = v;
     else if (!strcmp(name, "port")) { if (!num(v, 0, 65535, &n, name)) return false; c->port = (int)n; }
     else if (!strcmp(name, "api-key") || !strcmp(name, "api_key") || !strcmp(name, "api-keys")) {
-        if (!from_file && !o->keys_from_flags) { c->n_api_keys = 0; o->keys_from_flags = true; }
-        if (c->n_api_keys >= MAX_KEYS) { fprintf(stderr, "sparrow serve: at most %d API keys\n", MAX_KEYS); return false; }
-        if (!*v) { fprintf(stderr, "sparrow serve: an API key may not be empty\n"); return false; }
-        o->keys[c->n_api_keys++] = v;
+        if (!add_key(o, v, from_file)) return false;
     }
+    else if (!strcmp(name, "api-key-file")) { if (!add_key_file(o, v, from_file)) return false; }
+    else if (!strcmp(name, "tls-cert")) c->tls_cert_file = v;
+    else if (!strcmp(name, "tls-key")) c->tls_key_file = v;
     else if (!strcmp(name, "cors")) c->cors_origins = v;
     else if (!strcmp(name, "ctx") || !strcmp(name, "c")) { if (!num(v, 0, 1 << 24, &n, name)) return false; c->n_ctx = (int32_t)n; }
     else if (!strcmp(name, "threads") || !strcmp(name, "t")) { if (!num(v, 1, 1024, &n, name)) return false; c->threads = (int32_t)n; }
@@ -105,6 +192,15 @@ static bool set_option(serve_opts *o, const char *name, const char *v, bool from
     else if (!strcmp(name, "max-body")) { if (!size(v, 1024, (uint64_t)1 << 32, &c->max_body, name)) return false; }
     else if (!strcmp(name, "max-connections")) { if (!num(v, 1, 100000, &n, name)) return false; c->max_connections = (unsigned)n; }
     else if (!strcmp(name, "timeout")) { if (!num(v, 1, 86400, &n, name)) return false; c->idle_timeout_s = (unsigned)n; }
+    else if (!strcmp(name, "read-timeout")) { if (!num(v, 1, 86400, &n, name)) return false; c->read_timeout_s = (unsigned)n; }
+    else if (!strcmp(name, "request-timeout")) { if (!seconds(v, 0, 604800, &c->request_timeout_s, name)) return false; }
+    else if (!strcmp(name, "shutdown-grace")) { if (!seconds(v, 0, 86400, &c->shutdown_grace_s, name)) return false; }
+    else if (!strcmp(name, "max-header")) { if (!size(v, 1024, 1 << 20, &c->max_header, name)) return false; }
+    else if (!strcmp(name, "max-json-depth")) { if (!num(v, 2, 1000, &n, name)) return false; c->max_json_depth = (int32_t)n; }
+    else if (!strcmp(name, "max-prompt-tokens")) { if (!num(v, 0, 1 << 24, &n, name)) return false; c->max_prompt_tokens = (int32_t)n; }
+    else if (!strcmp(name, "max-tokens")) { if (!num(v, 0, 1 << 24, &n, name)) return false; c->max_tokens = (int32_t)n; }
+    else if (!strcmp(name, "max-stop")) { if (!num(v, 0, 1024, &n, name)) return false; c->max_stop = (int32_t)n; }
+    else if (!strcmp(name, "max-stop-len")) { if (!num(v, 1, 1 << 16, &n, name)) return false; c->max_stop_len = (int32_t)n; }
     else if (!strcmp(name, "chat-template")) c->chat_template_file = v;
     else if (!strcmp(name, "quiet") || !strcmp(name, "q")) c->quiet = !strcmp(v, "true");
     else {
@@ -127,6 +223,10 @@ static bool from_file(const char *key, const char *value, void *ud) {
 
 static int release(serve_opts *o, int rc) {
     for (int i = 0; i < o->n_owned; i++) free(o->owned[i]);
+    for (int i = 0; i < o->n_key_files; i++) { /* secrets: not left in freed memory */
+        explicit_bzero(o->key_files[i], o->key_file_len[i]);
+        free(o->key_files[i]);
+    }
     return rc;
 }
 
@@ -144,8 +244,12 @@ int sp_cli_serve(int argc, char **argv) {
     o.cfg.max_n = 4;
     o.cfg.parallel = 4; /* as llama-server's and Ollama's defaults; small boxes have few cores */
     o.cfg.max_body = 8u << 20;
-    o.cfg.max_connections = 64;
+    o.cfg.max_connections = 512;
     o.cfg.idle_timeout_s = 60;
+    o.cfg.read_timeout_s = 15;
+    o.cfg.max_header = 16u << 10;
+    o.cfg.request_timeout_s = 600;
+    o.cfg.shutdown_grace_s = 10;
     o.cfg.api_keys = o.keys;
     for (int i = 1; i < argc; i++) { /* the config file first, so flags win */
         if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) { serve_usage(stdout); return 0; }

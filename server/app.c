@@ -1423,7 +1423,7 @@ static void app_tick(void *ud) {
     if (grace_over && !a->grace_cut) {
         a->grace_cut = true;
         if (n_cut)
-            fprintf(stderr, "sparrow serve: shutdown grace period over: ending %d generation(s) (finish_reason \"length\")\n",
+            fprintf(stderr, "sparrow serve: shutdown grace period over: ending %d request(s) (finish_reason \"length\")\n",
                     n_cut);
     }
     if (stopping && now >= a->stop_t0 + a->cfg->shutdown_grace_s + STOP_LINGER_S) {

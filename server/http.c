@@ -34,7 +34,7 @@ static void run_mhd(sp_http *h) {
     if (!h->d) return;
     unsigned after = n_connections(h);
     MHD_UNSIGNED_LONG_LONG ms = 0;
-    if (after < h->max_connections && before >= h->max_connections)
+    if (after < h->mhd_limit && before >= h->mhd_limit)
         uv_timer_start(&h->mhd_timer, on_mhd_timer, 0, 0);
     else if (MHD_get_timeout(h->d, &ms) == MHD_YES)
         uv_timer_start(&h->mhd_timer, on_mhd_timer, ms > 3600000 ? 3600000 : (uint64_t)ms, 0);
@@ -131,6 +131,69 @@ static void on_wake(uv_async_t *a) {
     if (more) uv_async_send(&h->wake_async);
 }
 
+/* ---- the tick: read deadlines, the owner's on_tick ---- */
+
+/* A socket whose request has not arrived by its deadline (a slowloris trickling its headers, a body
+ * that stalls, a kept-alive connection left idle) is shut down: libmicrohttpd then reads EOF and
+ * closes it as if the client had left. shutdown() only, never close(): the descriptor stays MHD's. */
+static void on_tick(uv_timer_t *t) {
+    sp_http *h = t->data;
+    uint64_t now = sp_http_now_ns();
+    bool closed_some = false;
+    for (sp_http_sock *s = h->socks; s; s = s->next) {
+        if (!s->deadline_ns || now < s->deadline_ns) continue;
+        s->deadline_ns = 0;
+        const union MHD_ConnectionInfo *ci = MHD_get_connection_info(s->mc, MHD_CONNECTION_INFO_CONNECTION_FD);
+        if (!ci) continue;
+        shutdown(ci->connect_fd, SHUT_RDWR);
+        h->n_read_timeouts++;
+        closed_some = true;
+    }
+    if (closed_some) sp_http_kick(h);
+    if (h->on_tick) h->on_tick(h->ud);
+}
+
+/* The tick runs while a socket is open or while draining; it never keeps the loop alive by itself. */
+void sp_http_tick_update(sp_http *h) {
+    if (h->shut || !h->handles_open) return;
+    bool want = h->n_socks > 0 || h->draining;
+    bool active = uv_is_active((uv_handle_t *)&h->tick_timer);
+    if (want && !active) uv_timer_start(&h->tick_timer, on_tick, SP_HTTP_TICK_MS, SP_HTTP_TICK_MS);
+    else if (!want && active) uv_timer_stop(&h->tick_timer);
+}
+
+/* ---- draining ---- */
+
+void sp_http_drain_check(sp_http *h) {
+    if (h->draining && !h->conns) sp_http_stop(h);
+}
+
+static void on_drain(uv_async_t *a) {
+    sp_http *h = a->data;
+    if (h->shut || h->draining || !h->d) return;
+    h->draining = true;
+    MHD_socket lfd = MHD_quiesce_daemon(h->d); /* no new connections from here on */
+    if (lfd != MHD_INVALID_SOCKET) close(lfd);
+    sp_http_tick_update(h);
+    sp_http_drain_check(h);
+}
+
+void sp_http_drain(sp_http *h) {
+    if (!h) return;
+    if (atomic_exchange(&h->drain_requested, 1)) return;
+    uv_async_send(&h->drain_async); /* async-signal-safe */
+}
+
+void sp_http_get_stats(const sp_http *h, sp_http_stats *st) {
+    memset(st, 0, sizeof *st);
+    if (!h) return;
+    st->connections = h->n_socks;
+    st->requests = h->n_conns;
+    st->refused = h->n_refused;
+    st->read_timeouts = h->n_read_timeouts;
+    st->draining = h->draining;
+}
+
 /* ---- stopping ---- */
 
 static void close_handle(uv_handle_t *hd) {
@@ -158,6 +221,8 @@ static void shutdown_all(sp_http *h) {
         close_handle((uv_handle_t *)&h->gone_timer);
         close_handle((uv_handle_t *)&h->wake_async);
         close_handle((uv_handle_t *)&h->stop_async);
+        close_handle((uv_handle_t *)&h->drain_async);
+        close_handle((uv_handle_t *)&h->tick_timer);
     }
     if (h->d) {
         MHD_stop_daemon(h->d); /* completes (and frees) what is left */
@@ -222,9 +287,19 @@ static void free_strs(char **s, int n) {
 static bool copy_opts(sp_http *h, const sp_http_opts *o) {
     h->host = strdup(o->host && *o->host ? o->host : "127.0.0.1");
     h->port = o->port;
-    h->max_connections = o->max_connections ? o->max_connections : 64;
+    h->max_connections = o->max_connections ? o->max_connections : 512;
+    unsigned reserve = h->max_connections / 8 > 8 ? h->max_connections / 8 : 8;
+    h->mhd_limit = h->max_connections + reserve;
     h->max_body = o->max_body ? o->max_body : (size_t)8 << 20;
+    h->max_header = o->max_header ? o->max_header : (size_t)16 << 10;
     h->idle_timeout_s = o->idle_timeout_s ? o->idle_timeout_s : 60;
+    h->read_timeout_s = o->read_timeout_s ? o->read_timeout_s : 15;
+    if ((o->tls_cert_pem != NULL) != (o->tls_key_pem != NULL)) return false;
+    if (o->tls_cert_pem) {
+        h->tls_cert = strdup(o->tls_cert_pem);
+        h->tls_key = strdup(o->tls_key_pem);
+        if (!h->tls_cert || !h->tls_key) return false;
+    }
     h->keys = copy_strs(o->api_keys, o->n_api_keys, &h->n_keys);
     if (h->n_keys > 0) {
         h->key_lens = calloc((size_t)h->n_keys, sizeof *h->key_lens);
@@ -242,6 +317,7 @@ static bool copy_opts(sp_http *h, const sp_http_opts *o) {
     h->log_requests = o->log_requests;
     h->handler = o->handler;
     h->on_done = o->on_done;
+    h->on_tick = o->on_tick;
     h->ud = o->ud;
     return h->host != NULL;
 }
@@ -251,10 +327,13 @@ static void init_handles(sp_http *h) {
     uv_timer_init(&h->loop, &h->gone_timer);
     uv_async_init(&h->loop, &h->wake_async, on_wake);
     uv_async_init(&h->loop, &h->stop_async, on_stop);
-    h->mhd_timer.data = h->gone_timer.data = h;
-    h->wake_async.data = h->stop_async.data = h;
-    /* the gone-check timer must not keep the loop alive by itself */
+    uv_async_init(&h->loop, &h->drain_async, on_drain);
+    uv_timer_init(&h->loop, &h->tick_timer);
+    h->mhd_timer.data = h->gone_timer.data = h->tick_timer.data = h;
+    h->wake_async.data = h->stop_async.data = h->drain_async.data = h;
+    /* the gone-check timer and the tick must not keep the loop alive by themselves */
     uv_unref((uv_handle_t *)&h->gone_timer);
+    uv_unref((uv_handle_t *)&h->tick_timer);
     h->handles_open = true;
 }
 
@@ -263,18 +342,35 @@ static bool start_daemon(sp_http *h, char *err, size_t errlen) {
     if (sp_http_parse_addr(h->host, h->port, &ss, err, errlen) != 0) return false;
     unsigned flags = MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
     if (ss.ss_family == AF_INET6) flags |= MHD_USE_IPv6;
+    /* HTTPS: libmicrohttpd's own TLS (GnuTLS), certificate and key given as PEM text */
+    struct MHD_OptionItem tls[] = {{MHD_OPTION_END, 0, NULL}, {MHD_OPTION_END, 0, NULL}, {MHD_OPTION_END, 0, NULL}};
+    if (h->tls_cert) {
+        if (MHD_is_feature_supported(MHD_FEATURE_TLS) != MHD_YES) {
+            snprintf(err, errlen, "HTTPS is not available: this libmicrohttpd was built without TLS support "
+                                  "(Debian's libmicrohttpd12 has it, through GnuTLS)");
+            return false;
+        }
+        flags |= MHD_USE_TLS;
+        tls[0] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_KEY, 0, h->tls_key};
+        tls[1] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_CERT, 0, h->tls_cert};
+    }
+    /* the per-connection pool holds the request head: room for max_header and then some */
+    size_t pool = h->max_header * 2 > ((size_t)32 << 10) ? h->max_header * 2 : ((size_t)32 << 10);
     h->starting = true;
     h->d = MHD_start_daemon(flags, (uint16_t)h->port, NULL, NULL, sp_http_on_request, h,
                             MHD_OPTION_EXTERNAL_LOGGER, mhd_log, h, /* must come first */
                             MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
-                            MHD_OPTION_CONNECTION_LIMIT, (unsigned)h->max_connections,
+                            MHD_OPTION_CONNECTION_LIMIT, (unsigned)h->mhd_limit,
                             MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)h->idle_timeout_s,
+                            MHD_OPTION_CONNECTION_MEMORY_LIMIT, pool,
                             MHD_OPTION_NOTIFY_COMPLETED, sp_http_on_completed, h,
+                            MHD_OPTION_NOTIFY_CONNECTION, sp_http_on_connection, h,
                             MHD_OPTION_LISTEN_BACKLOG_SIZE, 128u,
+                            MHD_OPTION_ARRAY, tls,
                             MHD_OPTION_END);
     h->starting = false;
     if (!h->d) {
-        snprintf(err, errlen, "cannot listen on %s:%d: %s", h->host, h->port,
+        snprintf(err, errlen, "cannot %s on %s:%d: %s", h->tls_cert ? "start HTTPS" : "listen", h->host, h->port,
                  h->start_err[0] ? h->start_err : "libmicrohttpd failed to start");
         return false;
     }
@@ -306,7 +402,8 @@ sp_http *sp_http_new(const sp_http_opts *o, char *err, size_t errlen) {
     }
     init_handles(h);
     if (!copy_opts(h, o)) {
-        snprintf(err, errlen, "out of memory");
+        snprintf(err, errlen, (o->tls_cert_pem != NULL) != (o->tls_key_pem != NULL)
+                                  ? "HTTPS needs both a certificate and its key" : "out of memory");
         sp_http_free(h);
         return NULL;
     }
@@ -333,6 +430,12 @@ void sp_http_free(sp_http *h) {
     uv_loop_close(&h->loop);
     while (h->conns) sp_http_conn_free(h->conns); /* none normally: MHD_stop_daemon completes all */
     free(h->host);
+    if (h->tls_key) { /* the private key: not left in freed memory */
+        volatile char *k = h->tls_key;
+        for (size_t i = 0; k[i]; i++) k[i] = 0;
+    }
+    free(h->tls_key);
+    free(h->tls_cert);
     free_strs(h->keys, h->n_keys);
     free(h->key_lens);
     free_strs(h->open_paths, h->n_open_paths);

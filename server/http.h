@@ -27,9 +27,19 @@ typedef struct {
 typedef struct {
     const char *host;         /* default "127.0.0.1" */
     int port;                 /* 0: pick a free port (see sp_http_port) */
-    unsigned max_connections; /* default 64 */
+    unsigned max_connections; /* open sockets served; default 512. Past it a reserve of max(8, N/8) more
+                                 is accepted only to answer: 503 "too_many_connections" (Connection:
+                                 close, Retry-After), but /health normally; past N + reserve, new
+                                 connections wait in the listen backlog */
     size_t max_body;          /* bytes; larger bodies get 413 without reaching the handler; default 8 MiB */
-    unsigned idle_timeout_s;  /* per-connection inactivity timeout; default 60 */
+    size_t max_header;        /* request line + headers, bytes; larger get 431; default 16 KiB (heads
+                                 over max(32 KiB, 2 x this) are refused by libmicrohttpd itself) */
+    unsigned idle_timeout_s;  /* per-connection inactivity timeout (no byte moved); default 60 */
+    unsigned read_timeout_s;  /* a request's head and body must arrive within this many seconds of the
+                                 connection opening or of its previous answer, else the connection is
+                                 closed (slowloris; idle keep-alive); default 15 */
+    const char *tls_cert_pem; /* both set: HTTPS only (libmicrohttpd with GnuTLS), PEM text */
+    const char *tls_key_pem;
     const char *const *api_keys; /* if n_api_keys > 0: every request but OPTIONS and the paths in
                                     open_paths needs "Authorization: Bearer KEY" (constant-time compare) */
     int n_api_keys;
@@ -42,8 +52,21 @@ typedef struct {
     void (*handler)(void *ud, sp_http_conn *c, const sp_http_request *req);
     /* Optional, loop thread: every finished request with the status sent (0 if none: client gone). */
     void (*on_done)(void *ud, const char *method, const char *path, int status);
+    /* Optional, loop thread: every SP_HTTP_TICK_MS while any connection is open or while draining. */
+    void (*on_tick)(void *ud);
     void *ud;
 } sp_http_opts;
+
+#define SP_HTTP_TICK_MS 250
+
+/* What the layer counts (loop thread: e.g. from a handler). */
+typedef struct {
+    unsigned connections;     /* open sockets */
+    unsigned requests;        /* requests being answered */
+    uint64_t refused;         /* 503 too_many_connections answers */
+    uint64_t read_timeouts;   /* connections closed for not sending a request in time */
+    bool draining;
+} sp_http_stats;
 
 /* Bind and listen (nothing runs until sp_http_run). NULL + err on failure (e.g. port in use). */
 sp_http *sp_http_new(const sp_http_opts *o, char *err, size_t errlen);
@@ -52,6 +75,12 @@ int sp_http_port(const sp_http *h);
 int sp_http_run(sp_http *h);
 /* Any thread (and async-signal-safe): make sp_http_run return soon; open connections are closed. */
 void sp_http_stop(sp_http *h);
+/* Any thread (and async-signal-safe): graceful stop. The listening socket is closed at once (no new
+ * connections); requests already being answered go on; a new request on a kept-alive connection gets
+ * 503 "server_shutting_down"; every answer carries "Connection: close". sp_http_run returns when no
+ * request is left (idle connections are closed then), or at sp_http_stop. */
+void sp_http_drain(sp_http *h);
+void sp_http_get_stats(const sp_http *h, sp_http_stats *st);
 void sp_http_free(sp_http *h);
 
 /* ---- answering (loop thread only) ---- */

@@ -16,6 +16,7 @@
 #include <string.h>
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 
 #include "server/http_impl.h"
@@ -39,6 +40,9 @@ static sp_http_conn *conn_new(sp_http *h, struct MHD_Connection *mc, const char 
     }
     c->t0_ns = sp_http_now_ns();
     c->status = 0;
+    const union MHD_ConnectionInfo *sk = MHD_get_connection_info(mc, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    c->sock = sk ? sk->socket_context : NULL;
+    h->n_conns++;
     const union MHD_ConnectionInfo *ci = MHD_get_connection_info(mc, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
     const struct sockaddr *sa = ci ? ci->client_addr : NULL;
     strcpy(c->remote, "?");
@@ -58,6 +62,7 @@ void sp_http_conn_free(sp_http_conn *c) {
     if (c->prev) c->prev->next = c->next;
     else h->conns = c->next;
     if (c->next) c->next->prev = c->prev;
+    h->n_conns--;
     for (int i = 0; i < c->n_hdrs; i++) {
         free(c->hdrs[i].name);
         free(c->hdrs[i].value);
@@ -107,14 +112,52 @@ void sp_http_conn_pump(sp_http_conn *c) {
     if (c->async && !c->aborted && !c->closed_called && c->pump) c->pump(c->arg, c);
 }
 
-/* A peek at a suspended connection's socket: EOF or an error means the client has gone. */
+/* A peek at a suspended connection's socket: EOF or an error means the client has gone. Unread bytes
+ * hide the EOF behind them (a TLS client's close_notify alert, a pipelined request): then the TCP
+ * state tells whether the peer has sent its FIN. */
 bool sp_http_conn_client_left(const sp_http_conn *c) {
     const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c->mc, MHD_CONNECTION_INFO_CONNECTION_FD);
     if (!ci) return false;
     char b;
     ssize_t r = recv(ci->connect_fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
     if (r == 0) return true;
-    return r < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR;
+    if (r > 0) {
+        struct tcp_info ti;
+        socklen_t tl = sizeof ti;
+        return getsockopt(ci->connect_fd, IPPROTO_TCP, TCP_INFO, &ti, &tl) == 0 && ti.tcpi_state == TCP_CLOSE_WAIT;
+    }
+    return errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR;
+}
+
+/* ---- sockets (MHD_OPTION_NOTIFY_CONNECTION) ---- */
+
+void sp_http_on_connection(void *cls, struct MHD_Connection *mc, void **socket_context,
+                           enum MHD_ConnectionNotificationCode code) {
+    sp_http *h = cls;
+    if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+        sp_http_sock *s = calloc(1, sizeof *s);
+        if (!s) return; /* untracked: no read deadline, never refused */
+        s->mc = mc;
+        s->deadline_ns = sp_http_now_ns() + (uint64_t)h->read_timeout_s * 1000000000u;
+        s->over = h->n_socks >= h->max_connections;
+        s->next = h->socks;
+        if (h->socks) h->socks->prev = s;
+        h->socks = s;
+        h->n_socks++;
+        *socket_context = s;
+    } else {
+        sp_http_sock *s = *socket_context;
+        if (!s) return;
+        *socket_context = NULL;
+        for (sp_http_conn *c = h->conns; c; c = c->next)
+            if (c->sock == s) c->sock = NULL;
+        if (s->prev) s->prev->next = s->next;
+        else h->socks = s->next;
+        if (s->next) s->next->prev = s->prev;
+        h->n_socks--;
+        free(s);
+    }
+    sp_http_tick_update(h);
 }
 
 /* ---- building the MHD response ---- */
@@ -158,6 +201,7 @@ static enum MHD_Result queue(sp_http_conn *c) {
     MHD_add_response_header(r, "Content-Type", c->ctype ? c->ctype : "application/octet-stream");
     for (int i = 0; i < c->n_hdrs; i++) MHD_add_response_header(r, c->hdrs[i].name, c->hdrs[i].value);
     add_cors(c, r);
+    if (c->close_after || c->h->draining) MHD_add_response_header(r, "Connection", "close");
     enum MHD_Result ret = MHD_queue_response(c->mc, (unsigned)c->status, r);
     MHD_destroy_response(r);
     c->queued = ret == MHD_YES;
@@ -176,13 +220,24 @@ static void set_whole(sp_http_conn *c, int status, const char *ctype, char *body
 }
 
 /* An answer by the layer itself (never reaches the handler). */
-static enum MHD_Result reject(sp_http_conn *c, int status, const char *msg, const char *code) {
+static enum MHD_Result reject_as(sp_http_conn *c, int status, const char *type, const char *msg, const char *code) {
     size_t len = 0;
-    char *body = sp_http_error_json(msg, "invalid_request_error", code, &len);
+    char *body = sp_http_error_json(msg, type, code, &len);
     if (!body) return MHD_NO;
     c->rejected = true;
     set_whole(c, status, "application/json", body, len);
     return queue(c);
+}
+
+static enum MHD_Result reject(sp_http_conn *c, int status, const char *msg, const char *code) {
+    return reject_as(c, status, "invalid_request_error", msg, code);
+}
+
+/* 503 and close: the server is stopping, or this socket is past the connection limit. */
+static enum MHD_Result reject_busy(sp_http_conn *c, const char *msg, const char *code) {
+    c->close_after = true;
+    sp_http_add_header(c, "Retry-After", "1");
+    return reject_as(c, 503, "server_error", msg, code);
 }
 
 static enum MHD_Result reject_too_large(sp_http_conn *c) {
@@ -211,10 +266,41 @@ static const char *header(sp_http_conn *c, const char *name) {
     return MHD_lookup_connection_value(c->mc, MHD_HEADER_KIND, name);
 }
 
-/* First call: headers only. Preflight, key and declared size are settled before any body is read. */
+/* The request line and headers as received (MHD's own figure; else summed from the parsed ones). */
+static enum MHD_Result add_len(void *cls, enum MHD_ValueKind kind, const char *key, const char *value) {
+    (void)kind;
+    *(size_t *)cls += (key ? strlen(key) : 0) + (value ? strlen(value) : 0) + 4;
+    return MHD_YES;
+}
+
+static size_t head_size(sp_http_conn *c) {
+    const union MHD_ConnectionInfo *i = MHD_get_connection_info(c->mc, MHD_CONNECTION_INFO_REQUEST_HEADER_SIZE);
+    if (i && i->header_size) return i->header_size;
+    size_t n = strlen(c->method) + strlen(c->path) + 12;
+    MHD_get_connection_values(c->mc, MHD_HEADER_KIND | MHD_GET_ARGUMENT_KIND, add_len, &n);
+    return n;
+}
+
+/* First call: headers only. Shutdown, connection limit, head size, preflight, key and declared size
+ * are settled before any body is read. */
 static enum MHD_Result first_call(sp_http_conn *c) {
     sp_http *h = c->h;
     bool vary = false;
+    if (h->draining) return reject_busy(c, "the server is shutting down", "server_shutting_down");
+    if (c->sock && c->sock->over && strcmp(c->path, "/health") != 0) {
+        char msg[128];
+        snprintf(msg, sizeof msg, "too many connections (this server serves %u at once); retry shortly",
+                 h->max_connections);
+        h->n_refused++;
+        return reject_busy(c, msg, "too_many_connections");
+    }
+    size_t hs = head_size(c);
+    if (hs > h->max_header) {
+        char msg[128];
+        snprintf(msg, sizeof msg, "the request line and headers exceed %zu bytes (got %zu)", h->max_header, hs);
+        c->close_after = true;
+        return reject_as(c, 431, "invalid_request_error", msg, "headers_too_large");
+    }
     c->cors_allow = sp_http_cors_allow(h, header(c, "Origin"), &vary);
     c->cors_vary = vary;
     bool options = strcmp(c->method, "OPTIONS") == 0;
@@ -266,6 +352,7 @@ static enum MHD_Result take_body(sp_http_conn *c, const char *data, size_t n) {
 static void call_handler(sp_http_conn *c) {
     sp_http *h = c->h;
     c->handled = true;
+    if (c->sock) c->sock->deadline_ns = 0; /* the request is in: no read deadline while answering */
     if (!h->handler) return;
     sp_http_request req = {
         .method = c->method,
@@ -349,9 +436,13 @@ void sp_http_on_completed(void *cls, struct MHD_Connection *mc, void **req_cls,
         sp_http_gone_timer_update(c->h);
     }
     call_closed(c, !ok);
-    if (c->h->log_requests) log_line(c, toe);
-    if (c->h->on_done) c->h->on_done(c->h->ud, c->method, c->path, c->queued ? c->status : 0);
+    sp_http *h = c->h;
+    if (h->log_requests) log_line(c, toe);
+    if (h->on_done) h->on_done(h->ud, c->method, c->path, c->queued ? c->status : 0);
+    /* a kept-alive connection has read_timeout for its next request */
+    if (c->sock) c->sock->deadline_ns = sp_http_now_ns() + (uint64_t)h->read_timeout_s * 1000000000u;
     sp_http_conn_free(c);
+    sp_http_drain_check(h);
 }
 
 /* ---- answering (public, loop thread) ---- */

@@ -19,9 +19,18 @@ typedef struct {
 
 typedef enum { SP_RESP_NONE, SP_RESP_WHOLE, SP_RESP_STREAM } sp_resp_kind;
 
+/* One accepted socket (MHD's socket_context), from MHD_CONNECTION_NOTIFY_STARTED to CLOSED. */
+typedef struct sp_http_sock {
+    struct MHD_Connection *mc;
+    struct sp_http_sock *prev, *next;
+    uint64_t deadline_ns;   /* the next request must have arrived by then (0: one is being answered) */
+    bool over;              /* accepted past max_connections: answers 503 (but /health) */
+} sp_http_sock;
+
 struct sp_http_conn {
     sp_http *h;
     struct MHD_Connection *mc;
+    sp_http_sock *sock;        /* its socket's bookkeeping (NULL if untracked) */
     sp_http_conn *prev, *next; /* every live request (loop thread) */
     sp_http_conn *wake_next;   /* wake list link, under h->wake_mu */
     bool in_wake;              /* under h->wake_mu */
@@ -37,7 +46,8 @@ struct sp_http_conn {
     size_t discarded; /* body bytes dropped past max_body */
     bool too_large;
     bool handled;   /* the handler ran */
-    bool rejected;  /* the layer answered by itself (401/413/204 preflight) */
+    bool rejected;  /* the layer answered by itself (401/413/431/503/204 preflight) */
+    bool close_after; /* answer with "Connection: close" */
 
     /* response */
     sp_resp_kind kind;
@@ -67,8 +77,12 @@ struct sp_http {
     char *host;
     int port;
     unsigned max_connections;
+    unsigned mhd_limit;     /* max_connections + the reserve that answers 503 */
     size_t max_body;
+    size_t max_header;
     unsigned idle_timeout_s;
+    unsigned read_timeout_s;
+    char *tls_cert, *tls_key;
     char **keys;
     size_t *key_lens;
     int n_keys;
@@ -80,6 +94,7 @@ struct sp_http {
     bool log_requests;
     void (*handler)(void *ud, sp_http_conn *c, const sp_http_request *req);
     void (*on_done)(void *ud, const char *method, const char *path, int status);
+    void (*on_tick)(void *ud);
     void *ud;
 
     struct MHD_Daemon *d;
@@ -89,11 +104,15 @@ struct sp_http {
     uv_timer_t gone_timer;  /* detects clients that left while their request is suspended */
     uv_async_t wake_async;
     uv_async_t stop_async;
+    uv_async_t drain_async;
+    uv_timer_t tick_timer;  /* read deadlines, on_tick */
     bool handles_open;
     bool poll_open;
     bool shut;              /* sp_http_shutdown done */
     bool in_mhd;            /* inside MHD_run (no recursion) */
     atomic_int stop_requested;
+    atomic_int drain_requested;
+    bool draining;          /* loop thread: listening socket closed, waiting for requests to end */
 
     pthread_mutex_t wake_mu;
     sp_http_conn *wake_head, *wake_tail;
@@ -101,6 +120,10 @@ struct sp_http {
     size_t drain_cap;
 
     sp_http_conn *conns;    /* every live request */
+    unsigned n_conns;
+    sp_http_sock *socks;    /* every open socket */
+    unsigned n_socks;
+    uint64_t n_refused, n_read_timeouts;
     int n_suspended;
     char start_err[256];    /* MHD's last message while starting */
     bool starting;
@@ -110,6 +133,8 @@ struct sp_http {
 void sp_http_kick(sp_http *h);            /* run MHD soon (after a resume) */
 void sp_http_gone_timer_update(sp_http *h);
 void sp_http_wake_purge(sp_http *h, sp_http_conn *c);
+void sp_http_drain_check(sp_http *h);     /* draining and no request left: stop */
+void sp_http_tick_update(sp_http *h);     /* the tick runs while sockets are open or draining */
 
 /* http_conn.c: MHD callbacks and request life */
 enum MHD_Result sp_http_on_request(void *cls, struct MHD_Connection *mc, const char *url,
@@ -117,6 +142,8 @@ enum MHD_Result sp_http_on_request(void *cls, struct MHD_Connection *mc, const c
                                    size_t *upload_size, void **req_cls);
 void sp_http_on_completed(void *cls, struct MHD_Connection *mc, void **req_cls,
                           enum MHD_RequestTerminationCode toe);
+void sp_http_on_connection(void *cls, struct MHD_Connection *mc, void **socket_context,
+                           enum MHD_ConnectionNotificationCode code);
 void sp_http_conn_pump(sp_http_conn *c);           /* wake drain: run the pump */
 void sp_http_conn_abort(sp_http_conn *c, bool gone); /* client gone / stopping */
 bool sp_http_conn_client_left(const sp_http_conn *c);

@@ -86,7 +86,13 @@ static void histogram(sbuf *b, const char *name, const char *help, const sp_hist
         name, (unsigned long long)h->count);
 }
 
-char *sp_metrics_render(sp_metrics *m, const sp_sched_stats *st, int ready) {
+void sp_metrics_timed_out(sp_metrics *m) {
+    pthread_mutex_lock(&m->mu);
+    m->timed_out++;
+    pthread_mutex_unlock(&m->mu);
+}
+
+char *sp_metrics_render(sp_metrics *m, const sp_sched_stats *st, const sp_metrics_http *http, int ready) {
     sbuf b = {malloc(4096), 0, 4096};
     pthread_mutex_lock(&m->mu);
     put(&b, "# HELP sparrow_requests_total HTTP requests by endpoint and status class.\n"
@@ -99,6 +105,9 @@ char *sp_metrics_render(sp_metrics *m, const sp_sched_stats *st, int ready) {
     put(&b, "# HELP sparrow_requests_cancelled_total Generations stopped because the client went away.\n"
             "# TYPE sparrow_requests_cancelled_total counter\nsparrow_requests_cancelled_total %llu\n",
         (unsigned long long)m->cancelled);
+    put(&b, "# HELP sparrow_requests_timed_out_total Generations cut at the request timeout (finish_reason length).\n"
+            "# TYPE sparrow_requests_timed_out_total counter\nsparrow_requests_timed_out_total %llu\n",
+        (unsigned long long)m->timed_out);
     put(&b, "# HELP sparrow_prompt_tokens_total Prompt tokens of finished requests.\n"
             "# TYPE sparrow_prompt_tokens_total counter\nsparrow_prompt_tokens_total %llu\n",
         (unsigned long long)m->prompt_tokens);
@@ -145,6 +154,18 @@ char *sp_metrics_render(sp_metrics *m, const sp_sched_stats *st, int ready) {
             "sparrow_batch_seqs_last %d\n", st->last_step_seqs);
     put(&b, "# HELP sparrow_batch_tokens_last Tokens in the last step.\n# TYPE sparrow_batch_tokens_last gauge\n"
             "sparrow_batch_tokens_last %d\n", st->last_step_tokens);
+    if (http) {
+        put(&b, "# HELP sparrow_http_connections Open client connections.\n# TYPE sparrow_http_connections gauge\n"
+                "sparrow_http_connections %u\n", http->connections);
+        put(&b, "# HELP sparrow_http_requests_active Requests being answered.\n# TYPE sparrow_http_requests_active gauge\n"
+                "sparrow_http_requests_active %u\n", http->requests);
+        put(&b, "# HELP sparrow_http_connections_refused_total Requests answered 503 too_many_connections.\n"
+                "# TYPE sparrow_http_connections_refused_total counter\nsparrow_http_connections_refused_total %llu\n",
+            (unsigned long long)http->refused);
+        put(&b, "# HELP sparrow_http_read_timeouts_total Connections closed for not sending a whole request within "
+                "the read timeout.\n# TYPE sparrow_http_read_timeouts_total counter\nsparrow_http_read_timeouts_total %llu\n",
+            (unsigned long long)http->read_timeouts);
+    }
     put(&b, "# HELP sparrow_ready Whether the model is loaded.\n# TYPE sparrow_ready gauge\nsparrow_ready %d\n", ready);
     return b.buf;
 }

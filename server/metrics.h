@@ -26,18 +26,26 @@ typedef struct {
     const char *endpoints[SP_METRICS_ENDPOINTS];
     uint64_t requests[SP_METRICS_ENDPOINTS][6]; /* index status / 100 (1xx..5xx), 0 unused */
     uint64_t cancelled;       /* generations ended because the client went away */
+    uint64_t timed_out;       /* generations cut at --request-timeout */
     uint64_t prompt_tokens, generated_tokens, cached_tokens;
     sp_histogram ttft;        /* seconds from request to first token */
     sp_histogram tps;         /* generated tokens per second, per request */
 } sp_metrics;
+
+/* The HTTP layer's figures (sp_http_stats), copied by the caller. */
+typedef struct {
+    unsigned connections, requests;
+    uint64_t refused, read_timeouts;
+} sp_metrics_http;
 
 void sp_metrics_init(sp_metrics *m);
 void sp_metrics_destroy(sp_metrics *m);
 void sp_metrics_request(sp_metrics *m, const char *endpoint, int status);
 void sp_metrics_generation(sp_metrics *m, int32_t prompt, int32_t cached, int32_t generated, double ttft_s,
                            double gen_s, int cancelled);
+void sp_metrics_timed_out(sp_metrics *m);
 /* Prometheus text exposition, with the scheduler's gauges and counters (queue, running sequences,
  * KV blocks, prefix hits, batching; all zero while the model loads). malloc'd. */
-char *sp_metrics_render(sp_metrics *m, const sp_sched_stats *st, int ready);
+char *sp_metrics_render(sp_metrics *m, const sp_sched_stats *st, const sp_metrics_http *http, int ready);
 
 #endif

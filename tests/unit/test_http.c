@@ -902,6 +902,8 @@ Test(http, keep_alive_and_pipelining) {
     srv_stop(s);
 }
 
+/* Past max_connections a reserve of max(8, N/8) sockets is accepted only to answer: 503
+ * too_many_connections with Connection: close, except /health; past the reserve, connections wait. */
 Test(http, connection_limit) {
     sp_http_opts o = base_opts();
     o.max_connections = 2;
@@ -914,21 +916,177 @@ Test(http, connection_limit) {
     cl_sends(b, "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n");
     cr_assert(cl_read(b, &r, false));
     resp_free(&r);
-    /* a third is not served while both are held */
+    /* a third is answered 503 and closed */
     client *x = cl_open(s->port);
+    cl_sends(x, "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n");
+    cr_assert(cl_read(x, &r, false));
+    cr_assert_eq(r.status, 503);
+    cr_assert(strstr(r.body, "\"code\":\"too_many_connections\"") != NULL, "%s", r.body);
+    cr_assert(strstr(r.body, "\"type\":\"server_error\"") != NULL, "%s", r.body);
+    cr_assert_str_eq(resp_header(&r, "Retry-After"), "1");
+    cr_assert_str_eq(resp_header(&r, "Connection"), "close");
+    resp_free(&r);
+    cr_assert(cl_sees_eof(x, 2000));
+    cl_close(x);
+    /* but /health is served past the limit (probes keep working) */
+    r = get(s->port, "/health", NULL);
+    cr_assert_eq(r.status, 200);
+    resp_free(&r);
+    /* the reserve (8 for a limit of 2) held by idle sockets: the next connection waits */
+    client *hold[8];
+    for (int i = 0; i < 8; i++) hold[i] = cl_open(s->port);
+    sleep_ms(100);
+    x = cl_open(s->port);
     cl_sends(x, "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n");
     cl_timeout(x, 400);
     bool got = cl_read(x, &r, false);
     resp_free(&r);
-    cr_assert(!got, "a connection beyond the limit was served");
+    cr_assert(!got, "a connection past the limit and its reserve was served");
+    /* freeing a slot lets it in (it is past the limit: 503) */
+    cl_close(hold[0]);
+    cl_timeout(x, 2000);
+    cr_assert(cl_read(x, &r, false));
+    cr_assert_eq(r.status, 503);
+    resp_free(&r);
     cl_close(x);
-    /* freeing a slot lets new clients in */
+    for (int i = 1; i < 8; i++) cl_close(hold[i]);
+    /* slots freed: a new connection within the limit is served */
     cl_close(a);
-    sleep_ms(50);
+    sleep_ms(100);
     r = get(s->port, "/hello", NULL);
     cr_assert_eq(r.status, 200);
     resp_free(&r);
     cl_close(b);
+    sp_http_stats st;
+    sp_http_get_stats(s->h, &st); /* not on the loop thread, but the loop is idle: counters only */
+    cr_assert_eq(st.refused, 2);
+    srv_stop(s);
+}
+
+/* Slowloris: a request line and headers trickled byte by byte, a body that stalls, a kept-alive
+ * connection left idle: each closed at read_timeout, however steadily it trickles; others are served. */
+Test(http, read_timeout_closes_slow_requests) {
+    sp_http_opts o = base_opts();
+    o.read_timeout_s = 1;
+    o.idle_timeout_s = 30; /* the inactivity timeout never fires: bytes keep coming */
+    srv *s = srv_start(&o);
+    enum { N = 6 };
+    client *c[N];
+    for (int i = 0; i < N; i++) c[i] = cl_open(s->port);
+    const char *head = "GET /hello HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    /* a stalled body: the head is in at once, the body never completes */
+    client *body = cl_open(s->port);
+    cl_sends(body, "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\nabc");
+    /* a kept-alive connection, idle after its answer */
+    client *ka = cl_open(s->port);
+    resp r;
+    cl_sends(ka, "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n");
+    cr_assert(cl_read(ka, &r, false));
+    resp_free(&r);
+    double t0 = now_s(), closed_at[N] = {0};
+    int n_closed = 0;
+    for (size_t k = 0; n_closed < N && now_s() - t0 < 4.0; k++) {
+        for (int i = 0; i < N; i++) {
+            if (closed_at[i] > 0) continue;
+            char ch = k < strlen(head) ? head[k] : 'a';
+            if (send(c[i]->fd, &ch, 1, MSG_NOSIGNAL) != 1 || cl_sees_eof(c[i], 1)) {
+                closed_at[i] = now_s() - t0;
+                n_closed++;
+            }
+        }
+        if (k == 3) { /* meanwhile a normal client is served at once */
+            double t1 = now_s();
+            r = get(s->port, "/hello", NULL);
+            cr_assert_eq(r.status, 200);
+            cr_assert(now_s() - t1 < 0.5);
+            resp_free(&r);
+        }
+        sleep_ms(50);
+    }
+    cr_assert_eq(n_closed, N, "only %d of %d trickling connections were closed", n_closed, N);
+    for (int i = 0; i < N; i++) {
+        cr_assert(closed_at[i] > 0.7 && closed_at[i] < 2.5, "closed after %.3f s", closed_at[i]);
+        cl_close(c[i]);
+    }
+    cr_assert(cl_sees_eof(body, 2000));
+    cr_assert(cl_sees_eof(ka, 2000));
+    cl_close(body);
+    cl_close(ka);
+    sp_http_stats st;
+    sp_http_get_stats(s->h, &st);
+    cr_assert_geq(st.read_timeouts, N + 2);
+    /* a slow but steady answer is not subject to it: /stream50 takes ~1 s > read_timeout */
+    r = get(s->port, "/stream50", NULL);
+    cr_assert_eq(r.status, 200);
+    cr_assert(strstr(r.body, "data: piece 49\n\n") != NULL);
+    resp_free(&r);
+    srv_stop(s);
+}
+
+Test(http, header_size_limit) {
+    sp_http_opts o = base_opts();
+    o.max_header = 2048;
+    srv *s = srv_start(&o);
+    char big[3000];
+    memset(big, 'a', sizeof big);
+    memcpy(big, "X-Big: ", 7);
+    memcpy(big + sizeof big - 3, "\r\n", 3);
+    char raw[4096];
+    snprintf(raw, sizeof raw, "GET /hello HTTP/1.1\r\nHost: x\r\n%.*s\r\n", (int)sizeof big, big);
+    resp r = request(s->port, raw);
+    cr_assert_eq(r.status, 431);
+    cr_assert(strstr(r.body, "\"code\":\"headers_too_large\"") != NULL, "%s", r.body);
+    cr_assert(strstr(r.body, "exceed 2048 bytes") != NULL, "%s", r.body);
+    resp_free(&r);
+    big[1500] = 0;
+    memcpy(big + 1497, "\r\n", 3);
+    snprintf(raw, sizeof raw, "GET /hello HTTP/1.1\r\nHost: x\r\n%s\r\n", big);
+    r = request(s->port, raw);
+    cr_assert_eq(r.status, 200);
+    resp_free(&r);
+    srv_stop(s);
+}
+
+/* sp_http_drain: the listening socket closes at once, the running stream finishes, a kept-alive
+ * connection's next request gets 503 server_shutting_down, and run returns once nothing is left. */
+Test(http, drain_finishes_running_requests) {
+    sp_http_opts o = base_opts();
+    srv *s = srv_start(&o);
+    client *st = cl_open(s->port);
+    cl_sends(st, "GET /stream50 HTTP/1.1\r\nHost: x\r\n\r\n"); /* ~1 s of pieces */
+    cr_assert(cl_need(st, 100));
+    client *ka = cl_open(s->port);
+    resp r;
+    cl_sends(ka, "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n");
+    cr_assert(cl_read(ka, &r, false));
+    resp_free(&r);
+    sp_http_drain(s->h);
+    sp_http_drain(s->h); /* twice is fine */
+    sleep_ms(100);
+    /* no new connections */
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)s->port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    cr_assert_neq(connect(fd, (struct sockaddr *)&a, sizeof a), 0, "connected while draining");
+    close(fd);
+    /* the kept-alive connection: 503 and closed */
+    cl_sends(ka, "GET /hello HTTP/1.1\r\nHost: x\r\n\r\n");
+    cr_assert(cl_read(ka, &r, false));
+    cr_assert_eq(r.status, 503);
+    cr_assert(strstr(r.body, "server_shutting_down") != NULL, "%s", r.body);
+    resp_free(&r);
+    cr_assert(cl_sees_eof(ka, 2000));
+    cl_close(ka);
+    cr_assert(!atomic_load(&s->returned), "run returned with a stream still running");
+    /* the stream ends normally, then run returns by itself */
+    cr_assert(cl_read(st, &r, false));
+    cr_assert_eq(r.status, 200);
+    cr_assert(strstr(r.body, "data: piece 49\n\n") != NULL, "stream cut: %s", r.body);
+    resp_free(&r);
+    for (int i = 0; i < 200 && !atomic_load(&s->returned); i++) sleep_ms(10);
+    cr_assert(atomic_load(&s->returned), "sp_http_run did not return after the drain");
+    cr_assert_eq(atomic_load(&g.closed_gone), 0);
+    cl_close(st);
     srv_stop(s);
 }
 
