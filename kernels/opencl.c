@@ -720,21 +720,31 @@ static bool matmul_locked(sp_cl *c, int act, const sp_cl_mat *w, cl_mem x, cl_me
     }
     int k = w->fmt == SP_CL_FMT_Q4X8 ? K_GEMV_Q4X8 : w->fmt == SP_CL_FMT_Q8X8 ? K_GEMV_Q8X8
           : w->fmt == SP_CL_FMT_Q4X8M ? K_GEMV_Q4X8M : K_GEMV_RAW;
-    /* slices: a power of two, up to one per 32-element block (packed) or 32 (raw) */
-    int64_t want = packed ? w->n_in / 32 : w->n_in;
-    size_t S = 1, cap_s = packed ? 64 : 32;
-    while ((int64_t)S < want && S < cap_s && 16 * S <= v->max_wg[k]) S *= 2;
-    size_t L = 8 * S;
+    size_t maxwg = pow2_floor(v->max_wg[k]), L, gws0;
     args a = args_of(c, act, k);
     a_mem(&a, w->buf);
     if (packed) {
+        /* seg work-items per row group, about 4 of its 32-byte chunks each; 128 per work-group */
+        int64_t units = (w->n_in / 32) * (w->fmt == SP_CL_FMT_Q8X8 ? 8 : 4);
+        L = maxwg < 128 ? maxwg : 128;
+        size_t seg = 1;
+        while ((int64_t)seg * 4 < units && seg < L) seg *= 2;
+        size_t per_wg = L / seg;
+        gws0 = (size_t)((groups + (int64_t)per_wg - 1) / (int64_t)per_wg) * L;
         a_int(&a, w->n_in / 32), a_int(&a, w->n_out);
+        a_mem(&a, x), a_int(&a, n_tok), a_mem(&a, y), a_mem(&a, bias), a_mem(&a, res), a_int(&a, (int64_t)seg);
+        a_local(&a, 4 * 8 * L * sizeof(float)); /* GEMV_TOK · 8 · L */
     } else {
+        /* slices: a power of two, up to 32 per row, 8 rows per work-group */
+        size_t S = 1;
+        while ((int64_t)S < w->n_in && S < 32 && 16 * S <= maxwg) S *= 2;
+        L = 8 * S;
+        gws0 = (size_t)groups * L;
         a_int(&a, w->fmt), a_int(&a, w->n_in), a_int(&a, w->n_out);
+        a_mem(&a, x), a_int(&a, n_tok), a_mem(&a, y), a_mem(&a, bias), a_mem(&a, res);
+        a_local(&a, 4 * L * sizeof(float)); /* GEMV_TOK · L */
     }
-    a_mem(&a, x), a_int(&a, n_tok), a_mem(&a, y), a_mem(&a, bias), a_mem(&a, res);
-    a_local(&a, 4 * L * sizeof(float)); /* GEMV_TOK · L */
-    size_t gws[2] = {(size_t)groups * L, (size_t)((n_tok + 3) / 4)}, lws[2] = {L, 1};
+    size_t gws[2] = {gws0, (size_t)((n_tok + 3) / 4)}, lws[2] = {L, 1};
     return launch(&a, 2, gws, lws);
 }
 

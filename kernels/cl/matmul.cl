@@ -4,10 +4,9 @@
  * bf16 weights. Weights are dequantized in registers to f32 exactly as sp_pack_row_f32 defines them
  * (q4x8: d (q - 8); q4x8m: d q + m; q8x8: d q); activations stay f32 (or half storage, ACT_F16);
  * products accumulate in f32 with fma.
- *   gemv_*: few tokens (decode). A work-group owns one row group (8 rows) and GEMV_TOK tokens; its
- *           8·S work-items are (row r = lid % 8, slice s = lid / 8): slice s takes blocks s, s+S, …
- *           so the 8 row threads of a tile read its 8 scales and its quants side by side; the S
- *           partial sums of a row are added by a tree in local memory (S a power of two).
+ *   gemv_*: few tokens (decode), GEMV_TOK tokens per work-group: work-items split a row group's
+ *           32-byte quant chunks (each feeds all 8 rows from one activation load), partial sums added
+ *           by a tree in local memory (details below); gemv_raw: row-major weights.
  *   gemm:   many tokens (prefill). 256 work-items compute a 64-row × 64-token tile: per 32-element
  *           block the weights are dequantized into local memory once and the activations staged
  *           beside them; each work-item then accumulates 4 rows × 4 tokens. */
@@ -16,93 +15,103 @@
 #define GN 64
 #define GK 32
 
-/* Row r of one packed tile as 32 f32 weights: w[i] holds elements 4i .. 4i+3. */
-inline void deq_row(global const uchar *tile, int fmt, int r, float4 w[8]) {
-    global const half *dh = (global const half *)tile;
-    float d = vload_half(r, dh);
-    if (fmt == FMT_Q8X8) {
-        global const uchar *qs = tile + 16;
-        for (int g = 0; g < 8; g++) w[g] = convert_float4(as_char4(ld_u32(qs + 32 * g + 4 * r))) * d;
-        return;
-    }
-    float m = fmt == FMT_Q4X8M ? vload_half(8 + r, dh) : 0.0f;
-    global const uchar *qs = tile + (fmt == FMT_Q4X8M ? 32 : 16);
-    for (int v = 0; v < 4; v++) {
-        uint q = ld_u32(qs + 32 * v + 4 * r);
-        float4 lo = convert_float4((uint4)(q, q >> 8, q >> 16, q >> 24) & 15u);
-        float4 hi = convert_float4((uint4)(q >> 4, q >> 12, q >> 20, q >> 28) & 15u);
-        if (fmt == FMT_Q4X8) {
-            w[v] = (lo - 8.0f) * d;
-            w[v + 4] = (hi - 8.0f) * d;
-        } else {
-            w[v] = fma(lo, (float4)(d), (float4)(m));
-            w[v + 4] = fma(hi, (float4)(d), (float4)(m));
-        }
-    }
-}
-
-inline float dot32(const float4 w[8], global const ACT *xb, float acc) {
-    for (int i = 0; i < 8; i++) {
-        float4 x = LD4(xb, i);
-        acc = fma(w[i].s0, x.s0, acc);
-        acc = fma(w[i].s1, x.s1, acc);
-        acc = fma(w[i].s2, x.s2, acc);
-        acc = fma(w[i].s3, x.s3, acc);
-    }
-    return acc;
-}
-
 inline float epilogue(float v, int row, int t, int n_out, global const float *bias, global const ACT *res) {
     if (bias) v += bias[row];
     if (res) v += LD(res, (size_t)t * n_out + row);
     return v;
 }
 
-/* red: GEMV_TOK · get_local_size(0) floats. acc[tt] of work-item (r, s) -> row r of token tt. */
-inline void gemv_store(float acc[GEMV_TOK], int r, int s, int S, int row, int t0, int n_tok, int n_out,
-                       global ACT *y, global const float *bias, global const ACT *res, local float *red) {
-    int L = 8 * S, lid = r + 8 * s;
-    for (int tt = 0; tt < GEMV_TOK; tt++) red[tt * L + lid] = acc[tt];
-    barrier(CLK_LOCAL_MEM_FENCE);
-    for (int h = S / 2; h > 0; h >>= 1) {
-        if (s < h)
-            for (int tt = 0; tt < GEMV_TOK; tt++) red[tt * L + lid] += red[tt * L + lid + 8 * h];
-        barrier(CLK_LOCAL_MEM_FENCE);
+/* Packed formats, few tokens. A work-group holds get_local_size(0) / seg row groups with seg
+ * work-items each (seg a power of two); work-item t of a row group takes the 32-byte quant chunks t,
+ * t+seg, … of the group's tiles. A chunk holds the same 4 (q8x8) or 4 + 4 (q4x8, q4x8m: k and k+16)
+ * consecutive elements of all 8 rows, so neighbouring work-items read neighbouring 32 bytes and one
+ * activation load feeds 8 rows. Per row: s = Σ q·x (q - 8 for q4x8, exact in f32), then acc += d·s
+ * (q4x8m: + m·Σx). The seg partial sums of each row are added by a tree in local memory (red:
+ * GEMV_TOK · 8 · get_local_size(0) floats). */
+#define Q4_ROW(R, QC, DC, MC)                                                                         \
+    {                                                                                                  \
+        uint qq = q.QC;                                                                                \
+        float4 lo = convert_float4((uint4)(qq, qq >> 8, qq >> 16, qq >> 24) & 15u);                  \
+        float4 hi = convert_float4((uint4)(qq >> 4, qq >> 12, qq >> 20, qq >> 28) & 15u);            \
+        if (fmt == FMT_Q4X8) lo -= 8.0f, hi -= 8.0f;                                                   \
+        float s = lo.s0 * xa.s0;                                                                       \
+        s = fma(lo.s1, xa.s1, s), s = fma(lo.s2, xa.s2, s), s = fma(lo.s3, xa.s3, s);                  \
+        s = fma(hi.s0, xh.s0, s), s = fma(hi.s1, xh.s1, s), s = fma(hi.s2, xh.s2, s);                  \
+        s = fma(hi.s3, xh.s3, s);                                                                      \
+        acc[tt][R] = fma(d.DC, s, acc[tt][R]);                                                         \
+        if (fmt == FMT_Q4X8M) acc[tt][R] = fma(m.MC, sx, acc[tt][R]);                                  \
     }
-    if (s == 0 && row < n_out)
-        for (int tt = 0; tt < GEMV_TOK && t0 + tt < n_tok; tt++)
-            ST(epilogue(red[tt * L + r], row, t0 + tt, n_out, bias, res), y, (size_t)(t0 + tt) * n_out + row);
-}
+#define Q8_ROW(R, QC, DC)                                                                             \
+    {                                                                                                  \
+        float4 c = convert_float4(as_char4(q.QC));                                                     \
+        float s = c.s0 * xa.s0;                                                                        \
+        s = fma(c.s1, xa.s1, s), s = fma(c.s2, xa.s2, s), s = fma(c.s3, xa.s3, s);                     \
+        acc[tt][R] = fma(d.DC, s, acc[tt][R]);                                                         \
+    }
 
 inline void gemv_packed(const int fmt, global const uchar *w, int nb, int n_out, global const ACT *x, int n_tok,
-                        global ACT *y, global const float *bias, global const ACT *res, local float *red) {
-    int lid = get_local_id(0), r = lid & 7, s = lid >> 3, S = get_local_size(0) >> 3;
-    int g = get_group_id(0), t0 = get_group_id(1) * GEMV_TOK, n_in = nb * 32, tb = tile_bytes(fmt);
-    float acc[GEMV_TOK];
-    for (int tt = 0; tt < GEMV_TOK; tt++) acc[tt] = 0.0f;
-    global const uchar *gw = w + (size_t)g * nb * tb;
-    for (int b = s; b < nb; b += S) {
-        float4 wv[8];
-        deq_row(gw + (size_t)b * tb, fmt, r, wv);
-        for (int tt = 0; tt < GEMV_TOK; tt++)
-            if (t0 + tt < n_tok) acc[tt] = dot32(wv, x + (size_t)(t0 + tt) * n_in + b * 32, acc[tt]);
+                        global ACT *y, global const float *bias, global const ACT *res, int seg, local float *red) {
+    int lid = get_local_id(0), L = get_local_size(0), t = lid & (seg - 1);
+    int g = get_group_id(0) * (L / seg) + lid / seg, ngroups = (n_out + 7) / 8;
+    int t0 = get_group_id(1) * GEMV_TOK, ntt = min(GEMV_TOK, n_tok - t0);
+    int n_in = nb * 32, tb = tile_bytes(fmt), cs = fmt == FMT_Q8X8 ? 3 : 2, qoff = fmt == FMT_Q4X8M ? 32 : 16;
+    float acc[GEMV_TOK][8];
+    for (int tt = 0; tt < GEMV_TOK; tt++)
+        for (int r = 0; r < 8; r++) acc[tt][r] = 0.0f;
+    if (g < ngroups) {
+        global const uchar *gw = w + (size_t)g * nb * tb;
+        for (int u = t; u < (nb << cs); u += seg) {
+            int b = u >> cs, v = u & ((1 << cs) - 1);
+            global const uchar *tile = gw + (size_t)b * tb;
+            float8 d = vload_half8(0, (global const half *)tile);
+            float8 m = fmt == FMT_Q4X8M ? vload_half8(1, (global const half *)tile) : (float8)(0.0f);
+            uint8 q = vload8(0, (global const uint *)(tile + qoff + 32 * v));
+            for (int tt = 0; tt < ntt; tt++) {
+                global const ACT *xb = x + (size_t)(t0 + tt) * n_in + b * 32;
+                float4 xa = LD4(xb, v);
+                if (fmt == FMT_Q8X8) {
+                    Q8_ROW(0, s0, s0) Q8_ROW(1, s1, s1) Q8_ROW(2, s2, s2) Q8_ROW(3, s3, s3)
+                    Q8_ROW(4, s4, s4) Q8_ROW(5, s5, s5) Q8_ROW(6, s6, s6) Q8_ROW(7, s7, s7)
+                } else {
+                    float4 xh = LD4(xb, v + 4);
+                    float sx = fmt == FMT_Q4X8M ? (xa.s0 + xa.s1 + xa.s2 + xa.s3) + (xh.s0 + xh.s1 + xh.s2 + xh.s3) : 0.0f;
+                    Q4_ROW(0, s0, s0, s0) Q4_ROW(1, s1, s1, s1) Q4_ROW(2, s2, s2, s2) Q4_ROW(3, s3, s3, s3)
+                    Q4_ROW(4, s4, s4, s4) Q4_ROW(5, s5, s5, s5) Q4_ROW(6, s6, s6, s6) Q4_ROW(7, s7, s7, s7)
+                }
+            }
+        }
     }
-    gemv_store(acc, r, s, S, g * 8 + r, t0, n_tok, n_out, y, bias, res, red);
+    for (int tt = 0; tt < ntt; tt++)
+        for (int r = 0; r < 8; r++) red[(tt * 8 + r) * L + lid] = acc[tt][r];
+    barrier(CLK_LOCAL_MEM_FENCE);
+    for (int h = seg / 2; h > 0; h >>= 1) {
+        if (t < h)
+            for (int i = 0; i < ntt * 8; i++) red[i * L + lid] += red[i * L + lid + h];
+        barrier(CLK_LOCAL_MEM_FENCE);
+    }
+    if (g < ngroups) /* work-item t writes rows t, t + seg, … of the group */
+        for (int r = t; r < 8; r += seg) {
+            int row = g * 8 + r;
+            if (row >= n_out) break;
+            for (int tt = 0; tt < ntt; tt++)
+                ST(epilogue(red[(tt * 8 + r) * L + lid - t], row, t0 + tt, n_out, bias, res), y,
+                   (size_t)(t0 + tt) * n_out + row);
+        }
 }
 
 kernel void gemv_q4x8(global const uchar *w, int nb, int n_out, global const ACT *x, int n_tok, global ACT *y,
-                      global const float *bias, global const ACT *res, local float *red) {
-    gemv_packed(FMT_Q4X8, w, nb, n_out, x, n_tok, y, bias, res, red);
+                      global const float *bias, global const ACT *res, int seg, local float *red) {
+    gemv_packed(FMT_Q4X8, w, nb, n_out, x, n_tok, y, bias, res, seg, red);
 }
 
 kernel void gemv_q4x8m(global const uchar *w, int nb, int n_out, global const ACT *x, int n_tok, global ACT *y,
-                       global const float *bias, global const ACT *res, local float *red) {
-    gemv_packed(FMT_Q4X8M, w, nb, n_out, x, n_tok, y, bias, res, red);
+                       global const float *bias, global const ACT *res, int seg, local float *red) {
+    gemv_packed(FMT_Q4X8M, w, nb, n_out, x, n_tok, y, bias, res, seg, red);
 }
 
 kernel void gemv_q8x8(global const uchar *w, int nb, int n_out, global const ACT *x, int n_tok, global ACT *y,
-                      global const float *bias, global const ACT *res, local float *red) {
-    gemv_packed(FMT_Q8X8, w, nb, n_out, x, n_tok, y, bias, res, red);
+                      global const float *bias, global const ACT *res, int seg, local float *red) {
+    gemv_packed(FMT_Q8X8, w, nb, n_out, x, n_tok, y, bias, res, seg, red);
 }
 
 /* Row-major f32 / f16 / bf16 weights: work-item (slice s = lid % S, row r = lid / S) takes elements

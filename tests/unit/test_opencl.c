@@ -3,7 +3,7 @@
  * CPU device (Debian's pocl-opencl-icd, installed by scripts/setup.sh). No OpenCL platform at test
  * time is a failure with the reason, never a skip.
  * Shapes are awkward on purpose: tokens M in {1, 3, 17, 64}; K an odd multiple of 32 (7·32, 33·32;
- * K-quants 256 and 768); N not a multiple of 8 (13, 77); every packed layout (q4x8 from Q4_0, q4x8m
+ * also 32 and 96; K-quants 256 and 768); N not a multiple of 8 (13, 77); every packed layout (q4x8 from Q4_0, q4x8m
  * from Q4_1 and Q4_K, q8x8 from Q8_0 and Q6_K) and f32 / f16 / bf16 rows; both matmul kernels (GEMV,
  * GEMM); GQA 1, 2, 4, 7; KV lengths 1, 15, 16, 17, 100 over shuffled blocks of 16 positions; both
  * activation storages.
@@ -342,6 +342,8 @@ Test(opencl, matmul_packed_4bit) {
             check_matmul(c, SP_TYPE_Q4_0, Ks[a], Ns[b]); /* q4x8 */
             check_matmul(c, SP_TYPE_Q4_1, Ks[a], Ns[b]); /* q4x8m */
         }
+    check_matmul(c, SP_TYPE_Q4_0, 32, 13); /* one block: fewer work-items per row group than rows */
+    check_matmul(c, SP_TYPE_Q4_1, 96, 9);
     check_matmul(c, SP_TYPE_Q4_K, 256, 13); /* q4x8m from a K-quant */
     check_matmul(c, SP_TYPE_Q4_K, 768, 77);
     sp_cl_close(c);
@@ -353,6 +355,7 @@ Test(opencl, matmul_packed_8bit) {
     for (size_t a = 0; a < 2; a++)
         for (size_t b = 0; b < 2; b++) check_matmul(c, SP_TYPE_Q8_0, Ks[a], Ns[b]); /* q8x8 */
     check_matmul(c, SP_TYPE_Q6_K, 768, 13); /* q8x8, requantized */
+    check_matmul(c, SP_TYPE_Q8_0, 32, 21);
     sp_cl_close(c);
 }
 
