@@ -3,7 +3,8 @@
 
 Three checks (issue 9), each bounded in count and time, each printing its figures and PASS or FAIL:
 
-  concurrent  C clients (default 200) started over --ramp seconds, each one request of a mix:
+  concurrent  C clients (default 200) started over --ramp seconds (0.5), each one request (max_tokens -n,
+              default 256) of a mix:
               completion streams, whole completions, chat streams, and slow readers (a 4 KiB receive
               buffer, 1 KiB read every 100 ms, so the server meets back-pressure). Every request must
               end in a complete answer (stream: a finish_reason and data: [DONE]; whole: JSON with
@@ -320,8 +321,20 @@ def check_concurrent(args, s):
             err = "%s: %s" % (type(e).__name__, e)
         results[i] = (kind, classify(kind, r, err), time.monotonic() - t0)
 
+    peak = {"sparrow_http_connections": 0, "sparrow_requests_running": 0, "sparrow_queue_depth": 0}
+    sampling = threading.Event()
+
+    def sampler():  # the server's own view of the load, every 100 ms
+        while not sampling.is_set():
+            m = metrics(s)
+            for k in peak:
+                peak[k] = max(peak[k], int(m.get(k, 0)))
+            sampling.wait(0.1)
+
     probe = HealthProbe(s)
     time.sleep(0.2)
+    samp = threading.Thread(target=sampler, daemon=True)
+    samp.start()
     threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(n)]
     t0 = time.monotonic()
     for t in threads:
@@ -329,6 +342,8 @@ def check_concurrent(args, s):
     for t in threads:
         t.join(max(0.1, t_end - time.monotonic()))
     wall = time.monotonic() - t0
+    sampling.set()
+    samp.join(10)
     lat, bad = probe.finish()
     outcomes = {}
     for i, res in enumerate(results):
@@ -344,6 +359,8 @@ def check_concurrent(args, s):
     ok = all(k in ("complete", "429", "503") for k in outcomes) and not bad and p99 < args.health_p99_ms
     print("\n== concurrent: %d clients (%s), started over %.1f s, max_tokens %d" % (n, "/".join(kinds), args.ramp, args.max_tokens))
     print("   wall %.1f s; outcomes: %s" % (wall, ", ".join("%s %d" % kv for kv in sorted(outcomes.items()))))
+    print("   peak seen in /metrics: %d open connections, %d sequences running, %d queued"
+          % (peak["sparrow_http_connections"], peak["sparrow_requests_running"], peak["sparrow_queue_depth"]))
     for k, v in sorted(by_kind.items()):
         print("     %-7s %s" % (k, ", ".join("%s %d" % kv for kv in sorted(v.items()))))
     print("   /health: %d probes, %d not 200; latency p50 %.1f ms, p99 %.1f ms, max %.1f ms (limit p99 < %g ms)"
@@ -351,7 +368,7 @@ def check_concurrent(args, s):
     if bad:
         print("   bad probes: %s" % bad[:5])
     print("   %s" % ("PASS" if ok else "FAIL"))
-    return ok, {"clients": n, "wall_s": wall, "outcomes": outcomes, "by_kind": by_kind, "health_probes": len(ms),
+    return ok, {"clients": n, "wall_s": wall, "outcomes": outcomes, "peak": peak, "by_kind": by_kind, "health_probes": len(ms),
                 "health_bad": len(bad), "health_p50_ms": pct(ms, 50), "health_p99_ms": p99,
                 "health_max_ms": max(ms) if ms else None}
 
@@ -543,8 +560,8 @@ def main():
     ap.add_argument("--sparrow", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "build", "sparrow"))
     ap.add_argument("-m", "--model", help="GGUF for --spawn (default: the server's tiny random model)")
     ap.add_argument("-c", "--clients", type=int, default=200, help="concurrent: clients (default 200)")
-    ap.add_argument("--ramp", type=float, default=1.0, help="concurrent: seconds over which clients start (default 1)")
-    ap.add_argument("-n", "--max-tokens", type=int, default=64, help="concurrent: max_tokens (default 64)")
+    ap.add_argument("--ramp", type=float, default=0.5, help="concurrent: seconds over which clients start (default 0.5)")
+    ap.add_argument("-n", "--max-tokens", type=int, default=256, help="concurrent: max_tokens (default 256)")
     ap.add_argument("--health-p99-ms", type=float, default=100, help="concurrent: /health p99 limit (default 100)")
     ap.add_argument("--slow-conns", type=int, default=500, help="slowloris: connections (default 500)")
     ap.add_argument("--trickle", type=float, default=0.5, help="slowloris: seconds between bytes (default 0.5)")

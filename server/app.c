@@ -697,7 +697,10 @@ static void prep_one(rctx *r) {
     case EP_DETOKENIZE: prep_detokenize(r); break;
     case EP_APPLY_TEMPLATE: prep_apply_template(r); break;
     }
-    r->prep_done = true; /* published by the wake below (mutex) */
+    /* under mu: a pump may run any time (a job's first events, a request timeout's wake) */
+    pthread_mutex_lock(&r->mu);
+    r->prep_done = true;
+    pthread_mutex_unlock(&r->mu);
     rctx_wake(r);
 }
 
@@ -1446,8 +1449,14 @@ static void *signal_main(void *arg) {
         if (sigwait(&g_sigs, &sig) != 0) continue;
         pthread_mutex_lock(&g_sig_mu);
         app_t *a = g_app;
-        if (!a || atomic_fetch_add(&a->stopping, 1) > 0) {
+        if (!a || atomic_fetch_add(&a->stopping, 1) > 0) { /* die of the signal, at once */
             fprintf(stderr, "sparrow serve: %s again: exiting now\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
+            signal(sig, SIG_DFL);
+            sigset_t one;
+            sigemptyset(&one);
+            sigaddset(&one, sig);
+            pthread_sigmask(SIG_UNBLOCK, &one, NULL);
+            raise(sig);
             _exit(128 + sig);
         }
         fprintf(stderr, "sparrow serve: %s: stopping: no new connections; running requests may finish within %g s, "

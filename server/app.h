@@ -50,7 +50,7 @@ typedef struct {
 
 /* Runs until SIGINT/SIGTERM; returns the exit status. The first signal stops accepting connections
  * and lets running requests finish (up to shutdown_grace_s, then cuts them with a proper end) and
- * returns 0; a second one exits at once with status 128 + the signal number. */
+ * returns 0; a second one ends the process at once (killed by that signal). */
 int sp_app_run(const sp_app_config *cfg);
 
 #endif

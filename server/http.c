@@ -146,7 +146,7 @@ static void on_tick(uv_timer_t *t) {
         const union MHD_ConnectionInfo *ci = MHD_get_connection_info(s->mc, MHD_CONNECTION_INFO_CONNECTION_FD);
         if (!ci) continue;
         shutdown(ci->connect_fd, SHUT_RDWR);
-        h->n_read_timeouts++;
+        atomic_fetch_add(&h->n_read_timeouts, 1);
         closed_some = true;
     }
     if (closed_some) sp_http_kick(h);
@@ -156,7 +156,7 @@ static void on_tick(uv_timer_t *t) {
 /* The tick runs while a socket is open or while draining; it never keeps the loop alive by itself. */
 void sp_http_tick_update(sp_http *h) {
     if (h->shut || !h->handles_open) return;
-    bool want = h->n_socks > 0 || h->draining;
+    bool want = atomic_load(&h->n_socks) > 0 || h->draining;
     bool active = uv_is_active((uv_handle_t *)&h->tick_timer);
     if (want && !active) uv_timer_start(&h->tick_timer, on_tick, SP_HTTP_TICK_MS, SP_HTTP_TICK_MS);
     else if (!want && active) uv_timer_stop(&h->tick_timer);
@@ -187,11 +187,11 @@ void sp_http_drain(sp_http *h) {
 void sp_http_get_stats(const sp_http *h, sp_http_stats *st) {
     memset(st, 0, sizeof *st);
     if (!h) return;
-    st->connections = h->n_socks;
-    st->requests = h->n_conns;
-    st->refused = h->n_refused;
-    st->read_timeouts = h->n_read_timeouts;
-    st->draining = h->draining;
+    st->connections = atomic_load(&((sp_http *)h)->n_socks);
+    st->requests = atomic_load(&((sp_http *)h)->n_conns);
+    st->refused = atomic_load(&((sp_http *)h)->n_refused);
+    st->read_timeouts = atomic_load(&((sp_http *)h)->n_read_timeouts);
+    st->draining = atomic_load(&((sp_http *)h)->drain_requested) != 0;
 }
 
 /* ---- stopping ---- */

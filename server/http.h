@@ -59,7 +59,7 @@ typedef struct {
 
 #define SP_HTTP_TICK_MS 250
 
-/* What the layer counts (loop thread: e.g. from a handler). */
+/* What the layer counts (any thread). */
 typedef struct {
     unsigned connections;     /* open sockets */
     unsigned requests;        /* requests being answered */

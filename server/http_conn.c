@@ -42,7 +42,7 @@ static sp_http_conn *conn_new(sp_http *h, struct MHD_Connection *mc, const char 
     c->status = 0;
     const union MHD_ConnectionInfo *sk = MHD_get_connection_info(mc, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
     c->sock = sk ? sk->socket_context : NULL;
-    h->n_conns++;
+    atomic_fetch_add(&h->n_conns, 1);
     const union MHD_ConnectionInfo *ci = MHD_get_connection_info(mc, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
     const struct sockaddr *sa = ci ? ci->client_addr : NULL;
     strcpy(c->remote, "?");
@@ -62,7 +62,7 @@ void sp_http_conn_free(sp_http_conn *c) {
     if (c->prev) c->prev->next = c->next;
     else h->conns = c->next;
     if (c->next) c->next->prev = c->prev;
-    h->n_conns--;
+    atomic_fetch_sub(&h->n_conns, 1);
     for (int i = 0; i < c->n_hdrs; i++) {
         free(c->hdrs[i].name);
         free(c->hdrs[i].value);
@@ -139,11 +139,11 @@ void sp_http_on_connection(void *cls, struct MHD_Connection *mc, void **socket_c
         if (!s) return; /* untracked: no read deadline, never refused */
         s->mc = mc;
         s->deadline_ns = sp_http_now_ns() + (uint64_t)h->read_timeout_s * 1000000000u;
-        s->over = h->n_socks >= h->max_connections;
+        s->over = atomic_load(&h->n_socks) >= h->max_connections;
         s->next = h->socks;
         if (h->socks) h->socks->prev = s;
         h->socks = s;
-        h->n_socks++;
+        atomic_fetch_add(&h->n_socks, 1);
         *socket_context = s;
     } else {
         sp_http_sock *s = *socket_context;
@@ -154,7 +154,7 @@ void sp_http_on_connection(void *cls, struct MHD_Connection *mc, void **socket_c
         if (s->prev) s->prev->next = s->next;
         else h->socks = s->next;
         if (s->next) s->next->prev = s->prev;
-        h->n_socks--;
+        atomic_fetch_sub(&h->n_socks, 1);
         free(s);
     }
     sp_http_tick_update(h);
@@ -291,7 +291,7 @@ static enum MHD_Result first_call(sp_http_conn *c) {
         char msg[128];
         snprintf(msg, sizeof msg, "too many connections (this server serves %u at once); retry shortly",
                  h->max_connections);
-        h->n_refused++;
+        atomic_fetch_add(&h->n_refused, 1);
         return reject_busy(c, msg, "too_many_connections");
     }
     size_t hs = head_size(c);

@@ -120,10 +120,10 @@ struct sp_http {
     size_t drain_cap;
 
     sp_http_conn *conns;    /* every live request */
-    unsigned n_conns;
     sp_http_sock *socks;    /* every open socket */
-    unsigned n_socks;
-    uint64_t n_refused, n_read_timeouts;
+    /* counts: changed on the loop thread, atomics so that sp_http_get_stats may run anywhere */
+    atomic_uint n_conns, n_socks;
+    atomic_uint_fast64_t n_refused, n_read_timeouts;
     int n_suspended;
     char start_err[256];    /* MHD's last message while starting */
     bool starting;

@@ -2,7 +2,7 @@
 # streams go on; a kept-alive connection's next request gets 503 server_shutting_down; when
 # --shutdown-grace runs out, every remaining generation ends with a final chunk (finish_reason
 # "length", usage, data: [DONE]) — OpenAI streams, whole answers and Ollama streams alike — and the
-# server exits 0. A second signal exits at once (status 128 + signal). Idle: SIGTERM exits at once.
+# server exits 0. A second signal kills it at once (status 130 for SIGINT). Idle: SIGTERM exits at once.
 source "$(dirname "$0")/common.sh"
 source "$(dirname "$0")/server_common.sh"
 H='Content-Type: application/json'
