@@ -12,6 +12,7 @@ PACKAGES=(
   libuv1-dev libmicrohttpd-dev        # the HTTP server (server/)
   libpcre2-dev                        # tokenizer pre-tokenizer regexes (engine/)
   curl                                # server integration tests
+  openssl strace                      # security test: a self-signed certificate; no file opened by requests
   chromium                            # the web page test (headless, driven by playwright-core)
   python3-jinja2                      # the chat-template oracle (../shared/templates/render_reference.py)
   python3 python3-numpy               # reference checkers in ../shared (check_logits.py)
