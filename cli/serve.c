@@ -54,6 +54,9 @@ static void serve_usage(FILE *f) {
             "                           the weights stay file-backed (the cache file) and are paged in\n"
             "                           as needed. Refused at start if even that cannot fit\n"
             "  --mlock                  with --mem-limit: lock as many weight bytes as the limit leaves room for\n"
+            "  --kv-spill BYTES         keep released KV blocks in a file on flash, up to BYTES (e.g. 2G;\n"
+            "                           default 0: off): a conversation's next turn reads them back\n"
+            "  --kv-spill-idle S        with --kv-spill: cached blocks idle S seconds leave RAM (default 30)\n"
             "  --no-weight-cache        repack the weights in memory at every start instead of mapping the\n"
             "                           cache file ($SPARROW_CACHE_DIR, else ~/.cache/sparrow)\n"
             "limits (past one: the status in parentheses, with an OpenAI-shaped error):\n"
@@ -188,6 +191,8 @@ static bool set_option(serve_opts *o, const char *name, const char *v, bool from
     }
     else if (!strcmp(name, "mem-limit")) { if (!size(v, 1 << 20, (uint64_t)1 << 44, &c->mem_limit, name)) return false; }
     else if (!strcmp(name, "mlock")) c->mlock = !strcmp(v, "true");
+    else if (!strcmp(name, "kv-spill")) { if (!size(v, 0, (uint64_t)1 << 44, &c->kv_spill, name)) return false; }
+    else if (!strcmp(name, "kv-spill-idle")) { if (!num(v, 0, 86400 * 365, &n, name)) return false; c->kv_spill_idle_s = (double)n; }
     else if (!strcmp(name, "no-weight-cache")) c->no_weight_cache = !strcmp(v, "true");
     else if (!strcmp(name, "max-body")) { if (!size(v, 1024, (uint64_t)1 << 32, &c->max_body, name)) return false; }
     else if (!strcmp(name, "max-connections")) { if (!num(v, 1, 100000, &n, name)) return false; c->max_connections = (unsigned)n; }
@@ -243,6 +248,7 @@ int sp_cli_serve(int argc, char **argv) {
     o.cfg.max_queue = 64;
     o.cfg.max_n = 4;
     o.cfg.parallel = 4; /* as llama-server's and Ollama's defaults; small boxes have few cores */
+    o.cfg.kv_spill_idle_s = 30;
     o.cfg.max_body = 8u << 20;
     o.cfg.max_connections = 512;
     o.cfg.idle_timeout_s = 60;

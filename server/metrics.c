@@ -132,10 +132,10 @@ char *sp_metrics_render(sp_metrics *m, const sp_sched_stats *st, const sp_metric
         (unsigned long long)st->rejected);
     /* sparrow_kv_blocks_total is the pool's size, a gauge (Prometheus lint would prefer no _total) */
     put(&b, "# HELP sparrow_kv_blocks KV cache blocks by state: referenced by sequences, cached (reusable "
-            "prefixes), free.\n# TYPE sparrow_kv_blocks gauge\n"
+            "prefixes), free; spilled: reusable prefixes moved to the spill file on flash.\n# TYPE sparrow_kv_blocks gauge\n"
             "sparrow_kv_blocks{state=\"used\"} %d\nsparrow_kv_blocks{state=\"cached\"} %d\n"
-            "sparrow_kv_blocks{state=\"free\"} %d\n",
-        st->kv_blocks_used, st->kv_blocks_cached, st->kv_blocks_free);
+            "sparrow_kv_blocks{state=\"free\"} %d\nsparrow_kv_blocks{state=\"spilled\"} %d\n",
+        st->kv_blocks_used, st->kv_blocks_cached, st->kv_blocks_free, st->kv_blocks_spilled);
     put(&b, "# HELP sparrow_kv_blocks_total KV cache blocks in the pool.\n# TYPE sparrow_kv_blocks_total gauge\n"
             "sparrow_kv_blocks_total %d\n", st->kv_blocks_total);
     put(&b, "# HELP sparrow_prefix_hit_tokens_total Prompt tokens served from cached KV blocks.\n"
