@@ -33,6 +33,13 @@ static void serve_usage(FILE *f) {
             "usage: sparrow serve [-m MODEL.gguf] [options]\n"
             "  -m, --model FILE         GGUF model (default: a tiny random-weight model made by synth)\n"
             "  --alias NAME             the model id clients use (default: the file name without .gguf)\n"
+            "  --models-dir DIR         serve every *.gguf in DIR (instead of -m; `sparrow pull` fills the\n"
+            "                           models folder, $SPARROW_MODELS_DIR): a request's `model` (the file\n"
+            "                           name without .gguf) picks one; loaded on first use, one load at a time\n"
+            "  --max-models N           with --models-dir: models loaded at once (default 2); the least\n"
+            "                           recently used idle one is unloaded to make room (and within --mem-limit)\n"
+            "  --keep-alive DURATION    with --models-dir: an idle model stays loaded this long (default 5m;\n"
+            "                           e.g. 30s, 1h, -1: until evicted); Ollama requests' keep_alive wins\n"
             "  --host ADDR              address to listen on (default 127.0.0.1; 0.0.0.0 for the LAN)\n"
             "  --port N                 (default 8080)\n"
             "  --api-key KEY            require 'Authorization: Bearer KEY' (repeatable: several keys)\n"
@@ -109,6 +116,33 @@ static bool seconds(const char *v, float lo, float hi, double *out, const char *
     return false;
 }
 
+/* "5m", "30s", "1h30m", "90" (seconds); negative: forever (-1). */
+static bool duration(const char *v, double *out, const char *name) {
+    const char *p = v;
+    bool neg = *p == '-';
+    if (neg) p++;
+    double total = 0;
+    bool ok = *p != 0;
+    while (ok && *p) {
+        char *end;
+        double x = strtod(p, &end);
+        if (end == p || x < 0) { ok = false; break; }
+        p = end;
+        if (!strncmp(p, "ms", 2)) x *= 0.001, p += 2;
+        else if (*p == 's') p++;
+        else if (*p == 'm') x *= 60, p++;
+        else if (*p == 'h') x *= 3600, p++;
+        else if (*p) { ok = false; break; }
+        total += x;
+    }
+    if (!ok) {
+        fprintf(stderr, "sparrow serve: invalid value '%s' for %s (a duration: 30s, 5m, 1h; -1: forever)\n", v, name);
+        return false;
+    }
+    *out = neg ? -1 : total;
+    return true;
+}
+
 static bool add_key(serve_opts *o, const char *v, bool from_file) {
     sp_app_config *c = &o->cfg;
     if (!from_file && !o->keys_from_flags) { c->n_api_keys = 0; o->keys_from_flags = true; }
@@ -168,6 +202,9 @@ static bool set_option(serve_opts *o, const char *name, const char *v, bool from
     int64_t n;
     if (!strcmp(name, "model") || !strcmp(name, "m")) c->model_path = v;
     else if (!strcmp(name, "alias")) c->model_alias = v;
+    else if (!strcmp(name, "models-dir")) c->models_dir = v;
+    else if (!strcmp(name, "max-models")) { if (!num(v, 1, 1024, &n, name)) return false; c->max_models = (int32_t)n; }
+    else if (!strcmp(name, "keep-alive")) { if (!duration(v, &c->keep_alive_s, name)) return false; c->keep_alive_set = true; }
     else if (!strcmp(name, "host")) c->host = v;
     else if (!strcmp(name, "port")) { if (!num(v, 0, 65535, &n, name)) return false; c->port = (int)n; }
     else if (!strcmp(name, "api-key") || !strcmp(name, "api_key") || !strcmp(name, "api-keys")) {
@@ -258,7 +295,13 @@ int sp_cli_serve(int argc, char **argv) {
     o.cfg.shutdown_grace_s = 10;
     o.cfg.api_keys = o.keys;
     for (int i = 1; i < argc; i++) { /* the config file first, so flags win */
-        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) { serve_usage(stdout); return 0; }
+        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+            static char buf[16384]; /* one write: `serve --help | grep -q` sees all of it, no SIGPIPE */
+            setvbuf(stdout, buf, _IOFBF, sizeof buf);
+            serve_usage(stdout);
+            fflush(stdout);
+            return 0;
+        }
         if (!strcmp(argv[i], "--config")) {
             if (i + 1 >= argc) { fprintf(stderr, "sparrow serve: --config needs a file\n"); return 2; }
             char err[512];
@@ -278,7 +321,11 @@ int sp_cli_serve(int argc, char **argv) {
         if (i + 1 >= argc) { fprintf(stderr, "sparrow serve: %s needs a value\n", argv[i]); return release(&o, 2); }
         if (!set_option(&o, name, argv[++i], false)) return release(&o, 2);
     }
-    if (!o.cfg.model_path) {
+    if (o.cfg.models_dir && o.cfg.model_path) {
+        fprintf(stderr, "sparrow serve: give -m FILE or --models-dir DIR, not both\n");
+        return release(&o, 2);
+    }
+    if (!o.cfg.model_path && !o.cfg.models_dir) {
         if (!sp_cli_default_model(o.model_buf, sizeof o.model_buf)) return release(&o, 1);
         o.cfg.model_path = o.model_buf;
         if (!o.cfg.model_alias) o.cfg.model_alias = "sparrow-tiny-random";

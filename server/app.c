@@ -13,6 +13,7 @@
 #include "server/app.h"
 
 #include <ctype.h>
+#include <dirent.h>
 #include <math.h>
 #include <pthread.h>
 #include <signal.h>
@@ -57,30 +58,63 @@ typedef struct {
     bool cut;                /* ended by the server (request timeout, shutdown), not by the engine */
 } choice;
 
+/* One model the server can serve: a file, its description, and when loaded its engine. In
+ * single-model mode (-m) the one slot is loaded at start and never unloaded; with --models-dir every
+ * GGUF of the folder is a slot, loaded on first use and unloaded least-recently-used (under smu). */
+enum { SLOT_UNLOADED, SLOT_LOADING, SLOT_READY, SLOT_FAILED };
+
+typedef struct {
+    char path[4096];
+    char id[256];            /* what clients send as `model` */
+    /* what the Ollama listings say about the model */
+    char ollama_name[300], family[32], quant[16], param_size[16], digest[72];
+    uint64_t file_size;
+    int64_t file_mtime;
+    int32_t ctx_train;       /* the file's context (listings while unloaded) */
+    char *tmpl_src;          /* tokenizer.chat_template (NUL-terminated) or NULL */
+    /* the engine: set by the load, read by requests that hold the slot (active > 0) */
+    sp_model *model;
+    sp_sched *sched;
+    sp_tmpl *tmpl;
+    char bos_text[64], eos_text[64];
+    /* how to load */
+    sp_load_opts load;
+    size_t kv_mem;
+    uint64_t est_bytes;      /* RAM the loaded model owns (the --mem-limit plan), 0: unknown */
+    /* state (under app->smu in multi-model mode) */
+    int state;               /* SLOT_* */
+    char load_error[512];
+    uint64_t fail_size;      /* the file as it was when the load failed: retried only once it changes */
+    int64_t fail_mtime;
+    int active;              /* requests holding it */
+    double last_used;        /* sp_now() of the last acquire/release */
+    double keep_until;       /* unload once idle past this (< 0: never) */
+} model_slot;
+
 typedef struct {
     const sp_app_config *cfg;
     sp_http *http;
     sp_metrics metrics;
     int64_t started_at;
 
-    /* set once by the loader thread, then read-only */
+    /* single-model mode: set once by the loader thread, then read-only */
     atomic_bool ready;
     atomic_bool load_failed;
-    char load_error[512];
-    sp_model *model;
-    sp_sched *sched;
-    sp_tmpl *tmpl;
-    char model_id[256];
-    char bos_text[64], eos_text[64];
     sp_oai_limits limits;
-    /* what the Ollama listings say about the model */
-    char ollama_name[300], family[32], quant[16], param_size[16], digest[72];
-    uint64_t file_size;
-    int64_t file_mtime;
-    /* how to load (the memory plan is made before the server starts) */
-    sp_load_opts load;
-    size_t kv_mem;
     char cache_dir[4096];
+
+    model_slot *slots;
+    int n_slots;
+    bool multi;              /* --models-dir */
+    int max_models;          /* loaded at once (multi) */
+    double keep_alive_s;     /* default keep_alive (multi; < 0: never) */
+    pthread_mutex_t smu;     /* slot states, active counts, `loading` */
+    pthread_cond_t scv;      /* a load ended, a slot became idle */
+    bool loading;            /* one load (with its evictions) at a time */
+    bool squit;
+    pthread_cond_t jcv;      /* wakes the janitor */
+    pthread_t janitor;
+    atomic_uint_fast64_t n_loads, n_unloads;
 
     /* prep pool */
     pthread_mutex_t pmu;
@@ -114,6 +148,9 @@ struct rctx {
     pthread_mutex_t mu;
     bool closed;             /* connection finished with: no more wakes */
     rctx *pq_next;
+    model_slot *slot;        /* the model the request uses */
+    bool holds_slot;         /* acquired (multi-model): released with the context */
+    double keep_alive;       /* seconds the model stays loaded after this request (< 0: never) */
 
     /* input */
     char *body;
@@ -164,12 +201,15 @@ static void choices_free(choice *ch, int32_t n) {
     free(ch);
 }
 
+static void slot_release(app_t *a, model_slot *s, double keep_alive);
+
 static void rctx_unref(rctx *r) {
     if (atomic_fetch_sub(&r->refs, 1) != 1) return;
     choices_free(r->ch, r->n_ch);
     sp_oai_req_free(&r->req);
     free(r->body);
     free(r->result);
+    if (r->holds_slot) slot_release(r->app, r->slot, r->keep_alive);
     pthread_mutex_destroy(&r->mu);
     free(r);
 }
@@ -234,7 +274,7 @@ static void token_text(const sp_model *m, int32_t id, char *out, size_t cap) {
 }
 
 /* The model's chat template: --chat-template file, else tokenizer.chat_template, else a builtin. */
-static sp_tmpl *load_template(app_t *a, char *err, size_t errlen) {
+static sp_tmpl *load_template(app_t *a, model_slot *sl, char *err, size_t errlen) {
     const sp_app_config *cfg = a->cfg;
     char *src = NULL;
     size_t len = 0;
@@ -249,12 +289,12 @@ static sp_tmpl *load_template(app_t *a, char *err, size_t errlen) {
         fclose(f);
     } else {
         sp_gguf_str s;
-        if (sp_gguf_get_str(a->model->gguf, "tokenizer.chat_template", &s)) {
+        if (sp_gguf_get_str(sl->model->gguf, "tokenizer.chat_template", &s)) {
             src = malloc(s.len + 1);
             memcpy(src, s.ptr, s.len);
             len = s.len;
         } else {
-            const char *name = sp_tmpl_builtin_guess(a->model->hp.arch_name, a->model_id);
+            const char *name = sp_tmpl_builtin_guess(sl->model->hp.arch_name, sl->id);
             fprintf(stderr, "sparrow serve: the model has no chat template; using the built-in '%s'\n", name);
             src = strdup(sp_tmpl_builtin(name));
             len = strlen(src);
@@ -274,8 +314,7 @@ static void param_size_text(uint64_t n, char *out, size_t cap) {
 
 /* What /api/tags and /api/show report: family, parameter count, the dominant weight type, file
  * identity (size, mtime and a digest of those with the path: an identity, not a content hash). */
-static void describe_model(app_t *a) {
-    const sp_gguf *g = a->model->gguf;
+static void describe_model(model_slot *sl, const sp_gguf *g, const char *arch) {
     uint64_t params = 0, by_type[SP_TYPE_COUNT] = {0};
     for (uint64_t i = 0; i < sp_gguf_n_tensors(g); i++) {
         const sp_gguf_tensor *t = sp_gguf_tensor_at(g, i);
@@ -286,23 +325,29 @@ static void describe_model(app_t *a) {
     int best = 0;
     for (int t = 1; t < SP_TYPE_COUNT; t++) if (by_type[t] > by_type[best]) best = t;
     const sp_type_info *ti = sp_type_get((uint32_t)best);
-    snprintf(a->quant, sizeof a->quant, "%s", ti ? ti->name : "unknown");
-    for (char *p = a->quant; *p; p++) *p = (char)toupper((unsigned char)*p);
-    param_size_text(params, a->param_size, sizeof a->param_size);
-    snprintf(a->family, sizeof a->family, "%s", a->model->hp.arch_name);
-    snprintf(a->ollama_name, sizeof a->ollama_name, "%s:latest", a->model_id);
+    snprintf(sl->quant, sizeof sl->quant, "%s", ti ? ti->name : "unknown");
+    for (char *p = sl->quant; *p; p++) *p = (char)toupper((unsigned char)*p);
+    param_size_text(params, sl->param_size, sizeof sl->param_size);
+    snprintf(sl->family, sizeof sl->family, "%s", arch);
+    sp_gguf_str tmpl = {0};
+    if (!sl->tmpl_src && sp_gguf_get_str(g, "tokenizer.chat_template", &tmpl)) sl->tmpl_src = strndup(tmpl.ptr, tmpl.len);
+}
+
+/* The file's identity: size, mtime and a digest of those with the path (an identity, not a content hash). */
+static void describe_file(model_slot *sl) {
+    snprintf(sl->ollama_name, sizeof sl->ollama_name, "%s:latest", sl->id);
     struct stat st;
-    if (stat(a->cfg->model_path, &st) == 0) {
-        a->file_size = (uint64_t)st.st_size;
-        a->file_mtime = (int64_t)st.st_mtime;
+    if (stat(sl->path, &st) == 0) {
+        sl->file_size = (uint64_t)st.st_size;
+        sl->file_mtime = (int64_t)st.st_mtime;
     }
     uint64_t h[4] = {0xcbf29ce484222325ull, 0x84222325cbf29ce4ull, 0x9E3779B97F4A7C15ull, 0xD1B54A32D192ED03ull};
     for (int k = 0; k < 4; k++) {
-        for (const char *p = a->cfg->model_path; *p; p++) h[k] = (h[k] ^ (uint8_t)*p) * 1099511628211ull;
-        h[k] = (h[k] ^ a->file_size) * 1099511628211ull;
-        h[k] = (h[k] ^ (uint64_t)a->file_mtime) * 1099511628211ull;
+        for (const char *p = sl->path; *p; p++) h[k] = (h[k] ^ (uint8_t)*p) * 1099511628211ull;
+        h[k] = (h[k] ^ sl->file_size) * 1099511628211ull;
+        h[k] = (h[k] ^ (uint64_t)sl->file_mtime) * 1099511628211ull;
     }
-    snprintf(a->digest, sizeof a->digest, "%016llx%016llx%016llx%016llx", (unsigned long long)h[0],
+    snprintf(sl->digest, sizeof sl->digest, "%016llx%016llx%016llx%016llx", (unsigned long long)h[0],
              (unsigned long long)h[1], (unsigned long long)h[2], (unsigned long long)h[3]);
 }
 
@@ -313,10 +358,11 @@ static double mib(uint64_t b) { return (double)b / (1 << 20); }
  * locked weights. The repacked weights stay file-backed (the cache file), read from flash as needed
  * and prefetched a layer ahead. Sets the KV budget and the bytes to lock; false (+ err) when even one
  * context cannot fit, with what would. */
-static bool plan_memory(const sp_app_config *cfg, sp_load_opts *lo, size_t *kv_mem, char *err, size_t errlen) {
+static bool plan_memory(const sp_app_config *cfg, const char *path, bool quiet, sp_load_opts *lo, size_t *kv_mem,
+                        uint64_t *owned, char *err, size_t errlen) {
     sp_hparams hp;
     uint64_t wbytes;
-    if (!sp_model_peek(cfg->model_path, &hp, &wbytes, err, errlen)) return false;
+    if (!sp_model_peek(path, &hp, &wbytes, err, errlen)) return false;
     uint64_t limit = cfg->mem_limit;
     int64_t n_ctx = cfg->n_ctx > 0 ? cfg->n_ctx : hp.n_ctx_train;
     sp_kv_type kt = cfg->kv_type == SP_KV_Q8 ? SP_KV_Q8 : SP_KV_F32;
@@ -356,67 +402,229 @@ static bool plan_memory(const sp_app_config *cfg, sp_load_opts *lo, size_t *kv_m
     *kv_mem = (size_t)kv;
     lo->lock_bytes = cfg->mlock ? limit - fixed - kv : 0;
     lo->prefetch = true;
-    fprintf(stderr, "sparrow serve: memory plan for --mem-limit %.0f MiB: KV pool %.0f MiB (%llu positions), buffers ~%.0f MiB, "
+    if (owned) *owned = fixed + kv + lo->lock_bytes;
+    if (!quiet) fprintf(stderr, "sparrow serve: memory plan for --mem-limit %.0f MiB: KV pool %.0f MiB (%llu positions), buffers ~%.0f MiB, "
                     "weights locked up to %.0f MiB; the rest of the %.0f MiB of weights file-backed, read ahead a layer at a time\n",
             mib(limit), mib(kv), (unsigned long long)(kv / bb * SP_KV_BLOCK), mib(fixed), mib(lo->lock_bytes), mib(wbytes));
     return true;
 }
 
+/* Load a slot's model, template and scheduler (no lock held; one load at a time). false + err. */
+static bool slot_load(app_t *a, model_slot *sl, char *err, size_t errlen) {
+    const sp_app_config *cfg = a->cfg;
+    fprintf(stderr, "sparrow serve: loading %s\n", sl->path);
+    double t0 = sp_now();
+    sp_model *m = sp_model_load_opts(sl->path, &sl->load, err, errlen);
+    sp_tmpl *tmpl = NULL;
+    sp_sched *sched = NULL;
+    sl->model = m;
+    if (m && m->wcache_note[0]) fprintf(stderr, "sparrow serve: %s\n", m->wcache_note);
+    if (m && m->wcache)
+        fprintf(stderr, "sparrow serve: weights %s %s (%.0f MiB%s)\n", m->wcache_state == 1 ? "mapped from" : "repacked into",
+                m->wcache_path, mib(m->packed_bytes), m->locked_bytes ? ", part locked in RAM" : "");
+    if (m) {
+        if (m->synthetic)
+            fprintf(stderr, "sparrow serve: NOTE: %s has RANDOM weights (made by `sparrow synth`): its text is "
+                            "meaningless, for demos and benchmarks only\n", sl->path);
+        if (cfg->threads > 0 && !sp_model_set_threads(m, cfg->threads))
+            fprintf(stderr, "sparrow serve: cannot start %d compute threads; using %d\n", cfg->threads, sp_model_threads(m));
+        if (!a->multi) { /* a models folder's were described at start (listings read them meanwhile) */
+            describe_model(sl, m->gguf, m->hp.arch_name);
+            describe_file(sl);
+        }
+        token_text(m, sp_tok_bos(m->tok), sl->bos_text, sizeof sl->bos_text);
+        token_text(m, sp_tok_eos(m->tok), sl->eos_text, sizeof sl->eos_text);
+        tmpl = load_template(a, sl, err, errlen);
+    }
+    if (tmpl) {
+        sp_sched_opts so = {.n_ctx = cfg->n_ctx, .max_queue = cfg->max_queue, .max_seqs = cfg->parallel,
+                            .step_tokens = cfg->step_tokens, .kv_mem = sl->kv_mem, .kv_type = cfg->kv_type,
+                            .kv_spill_dir = cfg->kv_spill && a->cache_dir[0] ? a->cache_dir : NULL,
+                            .kv_spill_bytes = cfg->kv_spill, .kv_spill_idle_s = cfg->kv_spill_idle_s};
+        sched = sp_sched_new(m, &so, err, errlen);
+    }
+    if (!sched) {
+        fprintf(stderr, "sparrow serve: cannot load %s: %s\n", sl->path, err);
+        sp_tmpl_free(tmpl);
+        sp_model_free(m);
+        sl->model = NULL;
+        return false;
+    }
+    sl->tmpl = tmpl;
+    sl->sched = sched;
+    atomic_fetch_add(&a->n_loads, 1);
+    fprintf(stderr, "sparrow serve: model '%s' ready in %.2f s (%s, %d layers, context %d, kernels %s, %d threads)\n",
+            sl->id, sp_now() - t0, m->hp.arch_name, m->hp.n_layer, sp_sched_n_ctx(sched), m->k->name, sp_model_threads(m));
+    return true;
+}
+
+/* Free a loaded slot's engine (under smu in multi-model mode; nobody holds it). */
+static void slot_unload(app_t *a, model_slot *sl, const char *why) {
+    sp_sched_free(sl->sched);
+    sp_tmpl_free(sl->tmpl);
+    sp_model_free(sl->model);
+    sl->sched = NULL;
+    sl->tmpl = NULL;
+    sl->model = NULL;
+    sl->state = SLOT_UNLOADED;
+    atomic_fetch_add(&a->n_unloads, 1);
+    fprintf(stderr, "sparrow serve: unloaded model '%s' (%s)\n", sl->id, why);
+}
+
+static bool file_changed(const model_slot *sl) {
+    struct stat st;
+    if (stat(sl->path, &st) != 0) return true;
+    return (uint64_t)st.st_size != sl->fail_size || (int64_t)st.st_mtime != sl->fail_mtime;
+}
+
+/* Multi-model mode, on a prep thread: make the request's model loaded and hold it (active + 1).
+ * Loaded models are used at once; a model to load waits for any load in progress, then the loader
+ * unloads least-recently-used idle models until --max-models and --mem-limit leave room (waiting
+ * for a busy one to become idle when every loaded model is in use). false + e (the load's error,
+ * or shutdown). */
+static bool slot_acquire(app_t *a, model_slot *sl, sp_oai_error *e) {
+    pthread_mutex_lock(&a->smu);
+    for (;;) {
+        if (a->squit || atomic_load(&a->stopping)) {
+            pthread_mutex_unlock(&a->smu);
+            sp_oai_set_error(e, 503, "server_error", "server_stopping", NULL, "the server is stopping");
+            return false;
+        }
+        if (sl->state == SLOT_READY) {
+            sl->active++;
+            sl->last_used = sp_now();
+            pthread_mutex_unlock(&a->smu);
+            return true;
+        }
+        if (sl->state == SLOT_FAILED && !file_changed(sl)) {
+            pthread_mutex_unlock(&a->smu);
+            sp_oai_set_error(e, 500, "server_error", "model_load_failed", "model", "cannot load model '%s': %s", sl->id,
+                             sl->load_error);
+            return false;
+        }
+        if (a->loading) { /* one load at a time */
+            pthread_cond_wait(&a->scv, &a->smu);
+            continue;
+        }
+        a->loading = true;
+        sl->state = SLOT_LOADING;
+        break;
+    }
+    /* room: at most max_models loaded, their RAM within --mem-limit */
+    for (;;) {
+        int n_loaded = 0;
+        uint64_t bytes = sl->est_bytes;
+        model_slot *lru = NULL;
+        for (int i = 0; i < a->n_slots; i++) {
+            model_slot *o = &a->slots[i];
+            if (o == sl || o->state != SLOT_READY) continue;
+            n_loaded++;
+            bytes += o->est_bytes;
+            if (o->active == 0 && (!lru || o->last_used < lru->last_used)) lru = o;
+        }
+        bool fits = n_loaded < a->max_models && (!a->cfg->mem_limit || bytes <= a->cfg->mem_limit);
+        if (fits || n_loaded == 0) break;
+        if (lru) {
+            char why[300];
+            snprintf(why, sizeof why, "least recently used; making room for '%s'", sl->id);
+            slot_unload(a, lru, why);
+            continue;
+        }
+        if (a->squit || atomic_load(&a->stopping)) break;
+        pthread_cond_wait(&a->scv, &a->smu); /* every loaded model is busy: wait for one to go idle */
+    }
+    pthread_mutex_unlock(&a->smu);
+    char err[512] = "";
+    struct stat st;
+    bool have_st = stat(sl->path, &st) == 0;
+    bool ok = slot_load(a, sl, err, sizeof err);
+    pthread_mutex_lock(&a->smu);
+    a->loading = false;
+    if (ok) {
+        sl->state = SLOT_READY;
+        sl->active++;
+        sl->last_used = sp_now();
+        sl->keep_until = -1;
+    } else {
+        sl->state = SLOT_FAILED;
+        snprintf(sl->load_error, sizeof sl->load_error, "%s", err);
+        sl->fail_size = have_st ? (uint64_t)st.st_size : 0;
+        sl->fail_mtime = have_st ? (int64_t)st.st_mtime : 0;
+        sp_oai_set_error(e, 500, "server_error", "model_load_failed", "model", "cannot load model '%s': %s", sl->id, err);
+    }
+    pthread_cond_broadcast(&a->scv);
+    pthread_mutex_unlock(&a->smu);
+    return ok;
+}
+
+/* A request is done with its model (any thread): keep it loaded keep_alive seconds more (< 0: until
+ * evicted; 0: unloaded as soon as it is idle, by the janitor). */
+static void slot_release(app_t *a, model_slot *sl, double keep_alive) {
+    pthread_mutex_lock(&a->smu);
+    sl->active--;
+    double now = sp_now();
+    sl->last_used = now;
+    sl->keep_until = keep_alive < 0 ? -1 : now + keep_alive;
+    pthread_cond_broadcast(&a->scv);
+    if (sl->active == 0 && keep_alive >= 0) pthread_cond_signal(&a->jcv);
+    pthread_mutex_unlock(&a->smu);
+}
+
+/* Multi-model mode: unloads idle models past their keep_alive. */
+static void *janitor_main(void *arg) {
+    app_t *a = arg;
+    pthread_mutex_lock(&a->smu);
+    while (!a->squit) {
+        double now = sp_now(), next = now + 1.0;
+        for (int i = 0; i < a->n_slots; i++) {
+            model_slot *sl = &a->slots[i];
+            if (sl->state != SLOT_READY || sl->active > 0 || sl->keep_until < 0) continue;
+            if (sl->keep_until <= now) slot_unload(a, sl, "keep_alive expired");
+            else if (sl->keep_until < next) next = sl->keep_until;
+        }
+        pthread_cond_broadcast(&a->scv);
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        double wait = next - now;
+        if (wait < 0.01) wait = 0.01;
+        ts.tv_sec += (time_t)wait;
+        ts.tv_nsec += (long)((wait - (double)(time_t)wait) * 1e9);
+        if (ts.tv_nsec >= 1000000000L) { ts.tv_sec++; ts.tv_nsec -= 1000000000L; }
+        pthread_cond_timedwait(&a->jcv, &a->smu, &ts);
+    }
+    pthread_mutex_unlock(&a->smu);
+    return NULL;
+}
+
+/* Single-model mode: load the one model at start (/health says 503 until it is ready). */
 static void *loader_main(void *arg) {
     app_t *a = arg;
     const sp_app_config *cfg = a->cfg;
+    model_slot *sl = &a->slots[0];
     char err[512] = "";
-    fprintf(stderr, "sparrow serve: loading %s\n", cfg->model_path);
-    double t0 = sp_now();
-    size_t kv_mem = a->kv_mem;
-    a->model = sp_model_load_opts(cfg->model_path, &a->load, err, sizeof err);
-    if (a->model && a->model->wcache_note[0]) fprintf(stderr, "sparrow serve: %s\n", a->model->wcache_note);
-    if (a->model && a->model->wcache)
-        fprintf(stderr, "sparrow serve: weights %s %s (%.0f MiB%s)\n", a->model->wcache_state == 1 ? "mapped from" : "repacked into",
-                a->model->wcache_path, mib(a->model->packed_bytes), a->model->locked_bytes ? ", part locked in RAM" : "");
-    if (a->model) {
-        if (a->model->synthetic)
-            fprintf(stderr, "sparrow serve: NOTE: %s has RANDOM weights (made by `sparrow synth`): its text is "
-                            "meaningless, for demos and benchmarks only\n", cfg->model_path);
-        if (cfg->threads > 0 && !sp_model_set_threads(a->model, cfg->threads))
-            fprintf(stderr, "sparrow serve: cannot start %d compute threads; using %d\n", cfg->threads,
-                    sp_model_threads(a->model));
-        describe_model(a);
-        token_text(a->model, sp_tok_bos(a->model->tok), a->bos_text, sizeof a->bos_text);
-        token_text(a->model, sp_tok_eos(a->model->tok), a->eos_text, sizeof a->eos_text);
-        a->tmpl = load_template(a, err, sizeof err);
-    }
-    if (a->tmpl) {
-        sp_sched_opts so = {.n_ctx = cfg->n_ctx, .max_queue = cfg->max_queue, .max_seqs = cfg->parallel,
-                            .step_tokens = cfg->step_tokens, .kv_mem = kv_mem, .kv_type = cfg->kv_type,
-                            .kv_spill_dir = cfg->kv_spill && a->cache_dir[0] ? a->cache_dir : NULL,
-                            .kv_spill_bytes = cfg->kv_spill, .kv_spill_idle_s = cfg->kv_spill_idle_s};
-        a->sched = sp_sched_new(a->model, &so, err, sizeof err);
-    }
-    if (!a->sched) {
-        snprintf(a->load_error, sizeof a->load_error, "%s", err);
-        fprintf(stderr, "sparrow serve: cannot load %s: %s\n", cfg->model_path, err);
+    if (!slot_load(a, sl, err, sizeof err)) {
+        snprintf(sl->load_error, sizeof sl->load_error, "%s", err);
+        sl->state = SLOT_FAILED;
         atomic_store(&a->load_failed, true);
         sp_http_stop(a->http);
         return NULL;
     }
-    fprintf(stderr, "sparrow serve: model '%s' ready in %.2f s (%s, %d layers, context %d, kernels %s, %d threads)\n",
-            a->model_id, sp_now() - t0, a->model->hp.arch_name, a->model->hp.n_layer, sp_sched_n_ctx(a->sched),
-            a->model->k->name, sp_model_threads(a->model));
+    sl->state = SLOT_READY;
+    sl->keep_until = -1;
     atomic_store(&a->ready, true);
     const char *host = cfg->host && strcmp(cfg->host, "0.0.0.0") && strcmp(cfg->host, "::") ? cfg->host : "127.0.0.1";
     bool v6 = strchr(host, ':') != NULL;
     fprintf(stderr, "sparrow serve: try it:\n  curl http://%s%s%s:%d/v1/chat/completions -H 'Content-Type: application/json'%s \\\n"
                     "    -d '{\"model\": \"%s\", \"messages\": [{\"role\": \"user\", \"content\": \"Tell me a story\"}], \"max_tokens\": 64}'\n",
             v6 ? "[" : "", host, v6 ? "]" : "", sp_http_port(a->http),
-            cfg->n_api_keys ? " -H 'Authorization: Bearer YOUR_KEY'" : "", a->model_id);
+            cfg->n_api_keys ? " -H 'Authorization: Bearer YOUR_KEY'" : "", sl->id);
     return NULL;
 }
 
 /* ---------------------------------------------------------------- prep ---- */
 
 /* Render the chat template for the request's messages. */
-static char *render_chat(app_t *a, const sp_oai_req *q, sp_oai_error *e) {
+static char *render_chat(model_slot *a, const sp_oai_req *q, sp_oai_error *e) {
     cJSON *ctx = cJSON_CreateObject();
     cJSON_AddItemReferenceToObject(ctx, "messages", q->messages);
     if (q->tools) cJSON_AddItemReferenceToObject(ctx, "tools", q->tools);
@@ -443,7 +651,7 @@ static char *render_chat(app_t *a, const sp_oai_req *q, sp_oai_error *e) {
 }
 
 /* Tokenize text; add BOS unless the text already starts with it. */
-static int32_t tokenize(app_t *a, const char *text, bool add_special, bool parse_special, int32_t **out) {
+static int32_t tokenize(model_slot *a, const char *text, bool add_special, bool parse_special, int32_t **out) {
     size_t len = strlen(text);
     bool starts_with_bos = a->bos_text[0] && !strncmp(text, a->bos_text, strlen(a->bos_text));
     add_special = add_special && !(starts_with_bos && parse_special);
@@ -479,6 +687,7 @@ static void *dup_mem(const void *p, size_t n) {
  * random seeds. Submitted together: all of them, or none and a 429. Takes ownership of ids. */
 static void submit_choices(rctx *r, int32_t *ids, int32_t n) {
     app_t *a = r->app;
+    model_slot *sl = r->slot;
     sp_oai_req *q = &r->req;
     int32_t nj = q->n > 1 ? q->n : 1;
     choice *ch = calloc((size_t)nj, sizeof *ch);
@@ -532,7 +741,7 @@ static void submit_choices(rctx *r, int32_t *ids, int32_t n) {
         free(jobs);
         return;
     }
-    if (sp_sched_submit_many(a->sched, jobs, nj) != 0) {
+    if (sp_sched_submit_many(sl->sched, jobs, nj) != 0) {
         if (r->ollama) /* Ollama itself answers a full queue with 503 "server busy, please try again" */
             sp_oai_set_error(&r->err, 503, "server_error", "server_overloaded", NULL,
                              "the server is busy: %d requests are waiting; retry shortly", a->cfg->max_queue);
@@ -554,30 +763,31 @@ static void submit_choices(rctx *r, int32_t *ids, int32_t n) {
 /* Build and submit the jobs of a completion request. */
 static void prep_generation(rctx *r) {
     app_t *a = r->app;
+    model_slot *sl = r->slot;
     sp_oai_req *q = &r->req;
     int32_t *ids = NULL, n;
     if (q->kind == SP_OAI_CHAT) {
-        char *prompt = render_chat(a, q, &r->err);
+        char *prompt = render_chat(sl, q, &r->err);
         if (!prompt) { r->failed = true; return; }
-        n = tokenize(a, prompt, true, true, &ids);
+        n = tokenize(sl, prompt, true, true, &ids);
         free(prompt);
     } else if (q->prompt) {
-        n = tokenize(a, q->prompt, true, true, &ids);
+        n = tokenize(sl, q->prompt, true, true, &ids);
     } else {
         n = q->n_prompt_ids;
         ids = malloc(sizeof(int32_t) * (size_t)(n ? n : 1));
         memcpy(ids, q->prompt_ids, sizeof(int32_t) * (size_t)n);
         for (int32_t i = 0; i < n; i++) {
-            if (ids[i] >= a->model->hp.n_vocab) {
+            if (ids[i] >= sl->model->hp.n_vocab) {
                 sp_oai_set_error(&r->err, 400, NULL, NULL, "prompt", "token id %d is out of range (vocabulary: %d)", ids[i],
-                                 a->model->hp.n_vocab);
+                                 sl->model->hp.n_vocab);
                 r->failed = true;
                 free(ids);
                 return;
             }
         }
     }
-    int32_t n_ctx = sp_sched_n_ctx(a->sched);
+    int32_t n_ctx = sp_sched_n_ctx(sl->sched);
     if (n < 0) {
         sp_oai_set_error(&r->err, 400, NULL, NULL, "prompt", "the prompt cannot be tokenized");
     } else if (n == 0) {
@@ -604,7 +814,7 @@ static void prep_generation(rctx *r) {
 }
 
 static void prep_tokenize(rctx *r) {
-    app_t *a = r->app;
+    model_slot *a = r->slot;
     cJSON *in = cJSON_ParseWithLength(r->body, r->body_len), *out = NULL;
     const cJSON *content = cJSON_GetObjectItemCaseSensitive(in, "content");
     const cJSON *add = cJSON_GetObjectItemCaseSensitive(in, "add_special");
@@ -641,7 +851,7 @@ static void prep_tokenize(rctx *r) {
 }
 
 static void prep_detokenize(rctx *r) {
-    app_t *a = r->app;
+    model_slot *a = r->slot;
     cJSON *in = cJSON_ParseWithLength(r->body, r->body_len);
     const cJSON *tokens = cJSON_GetObjectItemCaseSensitive(in, "tokens"), *t;
     bool ok = cJSON_IsArray(tokens);
@@ -678,7 +888,7 @@ static void prep_detokenize(rctx *r) {
 }
 
 static void prep_apply_template(rctx *r) {
-    char *prompt = render_chat(r->app, &r->req, &r->err);
+    char *prompt = render_chat(r->slot, &r->req, &r->err);
     if (!prompt) { r->failed = true; return; }
     cJSON *out = cJSON_CreateObject();
     cJSON_AddStringToObject(out, "prompt", prompt);
@@ -688,7 +898,15 @@ static void prep_apply_template(rctx *r) {
 }
 
 static void prep_one(rctx *r) {
-    switch (r->ep) {
+    if (r->app->multi && !r->holds_slot) { /* load the model when it is not (one load at a time) */
+        if (slot_acquire(r->app, r->slot, &r->err)) r->holds_slot = true;
+        else r->failed = true;
+    }
+    if (r->failed) {
+    } else if (r->ollama && r->oll.load_only) { /* Ollama's "load the model" (keep_alive 0: unload it) */
+        sp_ollama_stats st = {.done_reason = r->keep_alive == 0 ? "unload" : "load"};
+        r->result = sp_ollama_chunk(false, r->slot->ollama_name, "", 0, &st);
+    } else switch (r->ep) {
     case EP_CHAT:
     case EP_COMPLETION:
     case EP_OLLAMA_CHAT:
@@ -739,7 +957,7 @@ static void prep_submit(app_t *a, rctx *r) {
 /* ---------------------------------------------------------- generation ---- */
 
 static sp_oai_meta meta_of(rctx *r) {
-    return (sp_oai_meta){r->req.kind, r->id, r->created, r->app->model_id};
+    return (sp_oai_meta){r->req.kind, r->id, r->created, r->slot->id};
 }
 
 static void sse_send(sp_http_conn *c, const char *json) {
@@ -750,7 +968,7 @@ static void sse_send(sp_http_conn *c, const char *json) {
 
 /* Token texts for the logprobs of one event; kept (in ch) strings live until the answer is built. */
 static void fill_lp(rctx *r, choice *ch, const sp_job_event *ev, sp_oai_logprob *lp, bool keep) {
-    const sp_tok *tok = r->app->model->tok;
+    const sp_tok *tok = r->slot->model->tok;
     memset(lp, 0, sizeof *lp);
     int32_t n_str = 1 + ev->n_top;
     if (keep && ch->n_lp_strings + n_str > 0) {
@@ -965,7 +1183,7 @@ static void pump_ollama(rctx *r, sp_http_conn *c) {
         for (size_t i = 0; i < n; i++) {
             if (ev[i].token >= 0) ch->n_tokens++;
             if (!r->oll.stream) collect_event(r, ch, &ev[i]);
-            else if (ev[i].len) ndjson_send(c, sp_ollama_chunk(chat, r->app->ollama_name, ev[i].text, ev[i].len, NULL));
+            else if (ev[i].len) ndjson_send(c, sp_ollama_chunk(chat, r->slot->ollama_name, ev[i].text, ev[i].len, NULL));
             free(ev[i].text);
         }
     } while (n == 32);
@@ -990,10 +1208,10 @@ static void pump_ollama(rctx *r, sp_http_conn *c) {
             reply_error_for(true, c, &e);
         }
     } else if (r->oll.stream) {
-        ndjson_send(c, sp_ollama_chunk(chat, r->app->ollama_name, "", 0, &st));
+        ndjson_send(c, sp_ollama_chunk(chat, r->slot->ollama_name, "", 0, &st));
         sp_http_stream_end(c);
     } else {
-        char *s = sp_ollama_chunk(chat, r->app->ollama_name, ch->text ? ch->text : "", ch->text_len, &st);
+        char *s = sp_ollama_chunk(chat, r->slot->ollama_name, ch->text ? ch->text : "", ch->text_len, &st);
         reply_json(r, c, 200, s);
         free(s);
     }
@@ -1178,9 +1396,23 @@ static void handle_health(app_t *a, sp_http_conn *c) {
     }
 }
 
+/* The slot a request's `model` names: the id, or (multi-model) Ollama's "id:latest"; NULL: none. */
+static model_slot *find_slot(app_t *a, const char *name) {
+    for (int i = 0; i < a->n_slots; i++) {
+        model_slot *sl = &a->slots[i];
+        if (!strcmp(name, sl->id)) return sl;
+        size_t n = strlen(sl->id);
+        if (a->multi && !strncmp(name, sl->id, n) && !strcmp(name + n, ":latest")) return sl;
+    }
+    return NULL;
+}
+
 static void handle_models(app_t *a, sp_http_conn *c) {
-    const char *names[1] = {a->model_id};
-    char *s = sp_oai_models(names, 1, a->started_at);
+    const char **names = calloc((size_t)a->n_slots, sizeof *names);
+    if (!names) abort();
+    for (int i = 0; i < a->n_slots; i++) names[i] = a->slots[i].id;
+    char *s = sp_oai_models(names, a->n_slots, a->started_at);
+    free(names);
     reply_json(NULL, c, 200, s);
     free(s);
 }
@@ -1188,13 +1420,77 @@ static void handle_models(app_t *a, sp_http_conn *c) {
 static void handle_metrics(app_t *a, sp_http_conn *c) {
     sp_sched_stats st = {0};
     bool ready = atomic_load(&a->ready);
-    if (ready) sp_sched_get_stats(a->sched, &st);
+    int n_loaded = 0;
+    if (!a->multi) {
+        if (ready) sp_sched_get_stats(a->slots[0].sched, &st);
+    } else { /* the loaded models' schedulers, summed */
+        pthread_mutex_lock(&a->smu);
+        for (int i = 0; i < a->n_slots; i++) {
+            if (a->slots[i].state != SLOT_READY) continue;
+            sp_sched_stats o;
+            sp_sched_get_stats(a->slots[i].sched, &o);
+            n_loaded++;
+            st.submitted += o.submitted; st.completed += o.completed; st.cancelled += o.cancelled;
+            st.failed += o.failed; st.rejected += o.rejected; st.prompt_tokens += o.prompt_tokens;
+            st.cached_tokens += o.cached_tokens; st.generated_tokens += o.generated_tokens;
+            st.queue_depth += o.queue_depth; st.running += o.running; st.kv_blocks_total += o.kv_blocks_total;
+            st.kv_blocks_used += o.kv_blocks_used; st.kv_blocks_cached += o.kv_blocks_cached;
+            st.kv_blocks_free += o.kv_blocks_free; st.kv_blocks_spilled += o.kv_blocks_spilled;
+            st.prefix_hit_tokens += o.prefix_hit_tokens; st.steps += o.steps; st.step_seqs += o.step_seqs;
+            st.step_tokens += o.step_tokens; st.last_step_seqs += o.last_step_seqs; st.last_step_tokens += o.last_step_tokens;
+        }
+        pthread_mutex_unlock(&a->smu);
+    }
     sp_http_stats hs;
     sp_http_get_stats(a->http, &hs);
     sp_metrics_http mh = {hs.connections, hs.requests, hs.refused, hs.read_timeouts};
     char *s = sp_metrics_render(&a->metrics, &st, &mh, ready);
+    if (a->multi) {
+        char extra[600];
+        int n = snprintf(extra, sizeof extra,
+                         "# HELP sparrow_models_loaded Models loaded now (--models-dir).\n# TYPE sparrow_models_loaded gauge\n"
+                         "sparrow_models_loaded %d\n"
+                         "# HELP sparrow_model_loads_total Model loads.\n# TYPE sparrow_model_loads_total counter\n"
+                         "sparrow_model_loads_total %llu\n"
+                         "# HELP sparrow_model_unloads_total Model unloads (least recently used, or keep_alive).\n"
+                         "# TYPE sparrow_model_unloads_total counter\nsparrow_model_unloads_total %llu\n",
+                         n_loaded, (unsigned long long)atomic_load(&a->n_loads), (unsigned long long)atomic_load(&a->n_unloads));
+        size_t len = strlen(s);
+        s = realloc(s, len + (size_t)n + 1);
+        memcpy(s + len, extra, (size_t)n + 1);
+    }
     sp_http_respond(c, 200, "text/plain; version=0.0.4; charset=utf-8", s, strlen(s));
     free(s);
+}
+
+/* Ollama's keep_alive: a duration ("5m", "30s", "1h30m", "-1m") or a number of seconds; negative:
+ * forever (-1). false when it is neither. */
+static bool parse_keep_alive(const cJSON *k, double *out) {
+    if (cJSON_IsNumber(k)) {
+        *out = k->valuedouble < 0 ? -1 : k->valuedouble;
+        return true;
+    }
+    if (!cJSON_IsString(k)) return false;
+    const char *p = k->valuestring;
+    bool neg = *p == '-';
+    if (neg) p++;
+    if (!*p) return false;
+    double total = 0;
+    while (*p) {
+        char *end;
+        double v = strtod(p, &end);
+        if (end == p || v < 0) return false;
+        p = end;
+        double mul = 1;
+        if (!strncmp(p, "ms", 2)) mul = 0.001, p += 2;
+        else if (*p == 's') p++;
+        else if (*p == 'm') mul = 60, p++;
+        else if (*p == 'h') mul = 3600, p++;
+        else if (*p) return false;
+        total += v * mul;
+    }
+    *out = neg ? -1 : total;
+    return true;
 }
 
 /* POST endpoints that need the model: parse what can be parsed here, the rest goes to prep. */
@@ -1205,21 +1501,49 @@ static bool parse_ollama(app_t *a, rctx *r, sp_http_conn *c, const sp_http_reque
         reply_error_for(true, c, &r->err);
         return false;
     }
-    if (r->req.model && strcmp(r->req.model, a->model_id) != 0) {
+    r->slot = r->req.model ? find_slot(a, r->req.model) : NULL;
+    if (r->req.model && !r->slot) {
         sp_oai_error e;
         sp_oai_set_error(&e, 404, NULL, NULL, "model", "model '%.100s' not found", r->req.model);
         reply_error_for(true, c, &e);
         return false;
     }
     r->req.n = 1; /* Ollama's API has no choices */
+    if (a->multi) {
+        cJSON *in = cJSON_ParseWithLength(req->body, req->body_len);
+        const cJSON *k = cJSON_GetObjectItemCaseSensitive(in, "keep_alive");
+        bool ok = !k || cJSON_IsNull(k) || parse_keep_alive(k, &r->keep_alive);
+        cJSON_Delete(in);
+        if (!ok) {
+            sp_oai_error e;
+            sp_oai_set_error(&e, 400, NULL, NULL, "keep_alive", "invalid keep_alive: a duration (\"5m\", \"30s\") or seconds");
+            reply_error_for(true, c, &e);
+            return false;
+        }
+        return true; /* load_only: prep loads (or with keep_alive 0 releases) the model */
+    }
     if (r->oll.load_only) { /* "load the model": it is always loaded here */
         sp_ollama_stats st = {.done_reason = "load"};
-        char *s = sp_ollama_chunk(false, a->ollama_name, "", 0, &st);
+        char *s = sp_ollama_chunk(false, r->slot->ollama_name, "", 0, &st);
         reply_json(NULL, c, 200, s);
         free(s);
         return false;
     }
     return true;
+}
+
+/* Multi-model mode: the request names no model (OpenAI) and the server has one: it; else a 400. */
+static bool default_slot(app_t *a, rctx *r, sp_http_conn *c, bool ollama) {
+    if (r->slot) return true;
+    if (!a->multi || a->n_slots == 1) {
+        r->slot = &a->slots[0];
+        return true;
+    }
+    sp_oai_error e;
+    sp_oai_set_error(&e, 400, "invalid_request_error", "model_required", "model",
+                     "'model' is required: this server serves %d models (GET /v1/models lists them)", a->n_slots);
+    reply_error_for(ollama, c, &e);
+    return false;
 }
 
 static void handle_model_post(app_t *a, sp_http_conn *c, const sp_http_request *req, endpoint ep) {
@@ -1238,6 +1562,7 @@ static void handle_model_post(app_t *a, sp_http_conn *c, const sp_http_request *
     if (too_deep(a, ollama, c, req)) return;
     rctx *r = rctx_new(a, ep);
     r->t_first = sp_now();
+    r->keep_alive = a->keep_alive_s;
     if (ollama) {
         if (!parse_ollama(a, r, c, req)) {
             rctx_unref(r);
@@ -1250,10 +1575,15 @@ static void handle_model_post(app_t *a, sp_http_conn *c, const sp_http_request *
             rctx_unref(r);
             return;
         }
-        if (ep != EP_APPLY_TEMPLATE && r->req.model && strcmp(r->req.model, a->model_id) != 0) {
+        if ((a->multi || ep != EP_APPLY_TEMPLATE) && r->req.model && !(r->slot = find_slot(a, r->req.model))) {
             sp_oai_error e;
-            sp_oai_set_error(&e, 404, "invalid_request_error", "model_not_found", "model",
-                             "The model '%.100s' does not exist; this server serves '%s'", r->req.model, a->model_id);
+            if (a->multi)
+                sp_oai_set_error(&e, 404, "invalid_request_error", "model_not_found", "model",
+                                 "The model '%.100s' does not exist (GET /v1/models lists the %d served)", r->req.model,
+                                 a->n_slots);
+            else
+                sp_oai_set_error(&e, 404, "invalid_request_error", "model_not_found", "model",
+                                 "The model '%.100s' does not exist; this server serves '%s'", r->req.model, a->slots[0].id);
             reply_error(c, &e);
             rctx_unref(r);
             return;
@@ -1268,6 +1598,27 @@ static void handle_model_post(app_t *a, sp_http_conn *c, const sp_http_request *
         memcpy(r->body, req->body, req->body_len);
         r->body[req->body_len] = 0;
         r->body_len = req->body_len;
+        if (a->multi) { /* tokenize / detokenize: {"model": ...} picks the model */
+            cJSON *in = cJSON_ParseWithLength(req->body, req->body_len);
+            const cJSON *m = cJSON_GetObjectItemCaseSensitive(in, "model");
+            bool unknown = cJSON_IsString(m) && !(r->slot = find_slot(a, m->valuestring));
+            if (unknown) {
+                sp_oai_error e;
+                sp_oai_set_error(&e, 404, "invalid_request_error", "model_not_found", "model",
+                                 "The model '%.100s' does not exist (GET /v1/models lists the %d served)", m->valuestring,
+                                 a->n_slots);
+                reply_error(c, &e);
+            }
+            cJSON_Delete(in);
+            if (unknown) {
+                rctx_unref(r);
+                return;
+            }
+        }
+    }
+    if (!default_slot(a, r, c, ollama)) {
+        rctx_unref(r);
+        return;
     }
     snprintf(r->id, sizeof r->id, "%s-%llx%06llx", ep == EP_CHAT ? "chatcmpl" : "cmpl",
              (unsigned long long)r->created, (unsigned long long)atomic_fetch_add(&a->next_id, 1));
@@ -1283,21 +1634,48 @@ static void handle_model_post(app_t *a, sp_http_conn *c, const sp_http_request *
 
 /* ---- Ollama listings ---- */
 
-static sp_ollama_model ollama_model(app_t *a) {
-    sp_gguf_str tmpl = {0};
-    static char *src; /* the template text, NUL-terminated, made once */
-    if (!src && sp_gguf_get_str(a->model->gguf, "tokenizer.chat_template", &tmpl)) src = strndup(tmpl.ptr, tmpl.len);
-    return (sp_ollama_model){a->ollama_name, a->family, a->quant, a->param_size, a->file_size, a->digest,
-                             a->file_mtime, sp_sched_n_ctx(a->sched), src};
+static sp_ollama_model ollama_model(app_t *a, const model_slot *sl) {
+    int32_t ctx = sl->state == SLOT_READY && sl->sched ? sp_sched_n_ctx(sl->sched) : a->cfg->n_ctx > 0 ? a->cfg->n_ctx : sl->ctx_train;
+    return (sp_ollama_model){sl->ollama_name, sl->family, sl->quant, sl->param_size, sl->file_size, sl->digest,
+                             sl->file_mtime, ctx, sl->tmpl_src};
 }
 
 static void handle_ollama_get(app_t *a, sp_http_conn *c, const char *p) {
     char *s;
     if (!strcmp(p, "/api/version")) s = sp_ollama_version();
     else if (!atomic_load(&a->ready)) s = strdup("{\"models\":[]}");
-    else {
-        sp_ollama_model m = ollama_model(a);
+    else if (!a->multi) {
+        sp_ollama_model m = ollama_model(a, &a->slots[0]);
         s = !strcmp(p, "/api/tags") ? sp_ollama_tags(&m, 1) : sp_ollama_ps(&m, 1, (int64_t)time(NULL) + 86400 * 365);
+    } else if (!strcmp(p, "/api/tags")) {
+        sp_ollama_model *ms = calloc((size_t)a->n_slots, sizeof *ms);
+        if (!ms) abort();
+        pthread_mutex_lock(&a->smu);
+        for (int i = 0; i < a->n_slots; i++) ms[i] = ollama_model(a, &a->slots[i]);
+        s = sp_ollama_tags(ms, a->n_slots);
+        pthread_mutex_unlock(&a->smu);
+        free(ms);
+    } else { /* /api/ps: the loaded models, each with when it unloads */
+        cJSON *out = cJSON_CreateObject(), *arr = cJSON_AddArrayToObject(out, "models");
+        pthread_mutex_lock(&a->smu);
+        double now = sp_now();
+        for (int i = 0; i < a->n_slots; i++) {
+            const model_slot *sl = &a->slots[i];
+            if (sl->state != SLOT_READY) continue;
+            double left = sl->active > 0 ? (a->keep_alive_s < 0 ? -1 : a->keep_alive_s)
+                                         : sl->keep_until < 0 ? -1 : sl->keep_until - now;
+            int64_t expires = (int64_t)time(NULL) + (left < 0 ? 86400 * 365 : (int64_t)ceil(left));
+            sp_ollama_model m = ollama_model(a, sl);
+            char *one = sp_ollama_ps(&m, 1, expires);
+            cJSON *o = cJSON_Parse(one);
+            free(one);
+            cJSON *e = cJSON_DetachItemFromArray(cJSON_GetObjectItemCaseSensitive(o, "models"), 0);
+            if (e) cJSON_AddItemToArray(arr, e);
+            cJSON_Delete(o);
+        }
+        pthread_mutex_unlock(&a->smu);
+        s = cJSON_PrintUnformatted(out);
+        cJSON_Delete(out);
     }
     reply_json(NULL, c, 200, s);
     free(s);
@@ -1309,18 +1687,22 @@ static void handle_ollama_show(app_t *a, sp_http_conn *c, const sp_http_request 
     const cJSON *m = cJSON_GetObjectItemCaseSensitive(in, "model");
     if (!cJSON_IsString(m)) m = cJSON_GetObjectItemCaseSensitive(in, "name");
     sp_oai_error e;
+    model_slot *sl = NULL;
     if (!cJSON_IsString(m)) {
         sp_oai_set_error(&e, 400, NULL, NULL, "model", "'model' is required");
         reply_error_for(true, c, &e);
     } else if (!atomic_load(&a->ready)) {
         sp_oai_set_error(&e, 503, NULL, NULL, NULL, "the model is still loading; retry shortly");
         reply_error_for(true, c, &e);
-    } else if (strcmp(m->valuestring, a->model_id) != 0 && strcmp(m->valuestring, a->ollama_name) != 0) {
+    } else if (!(sl = find_slot(a, m->valuestring)) && !(!a->multi && !strcmp(m->valuestring, a->slots[0].ollama_name))) {
         sp_oai_set_error(&e, 404, NULL, NULL, "model", "model '%.100s' not found", m->valuestring);
         reply_error_for(true, c, &e);
     } else {
-        sp_ollama_model om = ollama_model(a);
+        if (!sl) sl = &a->slots[0];
+        if (a->multi) pthread_mutex_lock(&a->smu);
+        sp_ollama_model om = ollama_model(a, sl);
         char *s = sp_ollama_show(&om);
+        if (a->multi) pthread_mutex_unlock(&a->smu);
         reply_json(NULL, c, 200, s);
         free(s);
     }
@@ -1529,6 +1911,81 @@ static bool is_loopback(const char *host) {
     return !strcmp(host, "localhost") || !strncmp(host, "127.", 4) || !strcmp(host, "::1") || !strcmp(host, "[::1]");
 }
 
+static void slot_fail_now(model_slot *sl, const char *err) {
+    sl->state = SLOT_FAILED;
+    snprintf(sl->load_error, sizeof sl->load_error, "%s", err);
+    struct stat st;
+    if (stat(sl->path, &st) == 0) {
+        sl->fail_size = (uint64_t)st.st_size;
+        sl->fail_mtime = (int64_t)st.st_mtime;
+    }
+}
+
+static int cmp_str(const void *x, const void *y) { return strcmp(*(char *const *)x, *(char *const *)y); }
+
+/* --models-dir: one slot per *.gguf (sorted by name), described from its header; none loaded. A file
+ * that cannot be read is listed and fails cleanly when asked for. */
+static bool scan_models_dir(app_t *a, const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d) {
+        fprintf(stderr, "sparrow serve: cannot open the models folder %s\n", dir);
+        return false;
+    }
+    char **names = NULL;
+    int n = 0, cap = 0;
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        size_t len = strlen(de->d_name);
+        if (len <= 5 || strcmp(de->d_name + len - 5, ".gguf") || de->d_name[0] == '.') continue;
+        char path[4096];
+        struct stat st;
+        snprintf(path, sizeof path, "%s/%s", dir, de->d_name);
+        if (stat(path, &st) != 0 || !S_ISREG(st.st_mode)) continue;
+        if (n == cap) {
+            cap = cap ? cap * 2 : 16;
+            names = realloc(names, sizeof *names * (size_t)cap);
+            if (!names) abort();
+        }
+        names[n++] = strdup(de->d_name);
+    }
+    closedir(d);
+    if (n == 0) {
+        fprintf(stderr, "sparrow serve: no .gguf file in the models folder %s\n", dir);
+        free(names);
+        return false;
+    }
+    qsort(names, (size_t)n, sizeof *names, cmp_str);
+    a->slots = calloc((size_t)n, sizeof *a->slots);
+    if (!a->slots) abort();
+    a->n_slots = n;
+    for (int i = 0; i < n; i++) {
+        model_slot *sl = &a->slots[i];
+        snprintf(sl->path, sizeof sl->path, "%s/%s", dir, names[i]);
+        model_id_from_path(names[i], sl->id, sizeof sl->id);
+        free(names[i]);
+        describe_file(sl);
+        char err[512] = "";
+        sp_gguf *g = sp_gguf_open(sl->path, err, sizeof err);
+        sp_hparams hp;
+        uint64_t wbytes;
+        if (g && sp_model_peek(sl->path, &hp, &wbytes, err, sizeof err)) {
+            sp_gguf_str arch = {0};
+            char archs[32] = "unknown";
+            if (sp_gguf_get_str(g, "general.architecture", &arch))
+                snprintf(archs, sizeof archs, "%.*s", (int)arch.len, arch.ptr);
+            describe_model(sl, g, archs);
+            sl->ctx_train = hp.n_ctx_train;
+            fprintf(stderr, "sparrow serve: model '%s': %s\n", sl->id, sl->path);
+        } else {
+            fprintf(stderr, "sparrow serve: model '%s' (%s) is not usable: %s\n", sl->id, sl->path, err);
+            slot_fail_now(sl, err);
+        }
+        if (g) sp_gguf_close(g);
+    }
+    free(names);
+    return true;
+}
+
 int sp_app_run(const sp_app_config *cfg) {
     app_t *a = calloc(1, sizeof *a);
     a->cfg = cfg;
@@ -1544,18 +2001,44 @@ int sp_app_run(const sp_app_config *cfg) {
     sp_metrics_init(&a->metrics);
     pthread_mutex_init(&a->pmu, NULL);
     pthread_cond_init(&a->pcv, NULL);
-    if (cfg->model_alias) snprintf(a->model_id, sizeof a->model_id, "%s", cfg->model_alias);
-    else model_id_from_path(cfg->model_path, a->model_id, sizeof a->model_id);
-    a->load.progress = true;
-    a->kv_mem = cfg->kv_mem;
-    if ((!cfg->no_weight_cache || cfg->kv_spill) && sp_conf_cache_dir(a->cache_dir, sizeof a->cache_dir) && !cfg->no_weight_cache)
-        a->load.cache_dir = a->cache_dir;
-    if (cfg->mem_limit) { /* refuse what cannot fit before listening or loading anything */
-        char perr[512] = "";
-        if (!plan_memory(cfg, &a->load, &a->kv_mem, perr, sizeof perr)) {
-            fprintf(stderr, "sparrow serve: %s\n", perr);
-            free(a);
-            return 1;
+    pthread_mutex_init(&a->smu, NULL);
+    pthread_cond_init(&a->scv, NULL);
+    pthread_cond_init(&a->jcv, NULL);
+    a->multi = cfg->models_dir != NULL;
+    a->max_models = cfg->max_models > 0 ? cfg->max_models : 2;
+    a->keep_alive_s = !a->multi ? -1 : !cfg->keep_alive_set ? 300 : cfg->keep_alive_s < 0 ? -1 : cfg->keep_alive_s;
+    bool use_cache = (!cfg->no_weight_cache || cfg->kv_spill) && sp_conf_cache_dir(a->cache_dir, sizeof a->cache_dir) &&
+                     !cfg->no_weight_cache;
+    if (!a->multi) {
+        a->slots = calloc(1, sizeof *a->slots);
+        if (!a->slots) abort();
+        a->n_slots = 1;
+        snprintf(a->slots[0].path, sizeof a->slots[0].path, "%s", cfg->model_path);
+        if (cfg->model_alias) snprintf(a->slots[0].id, sizeof a->slots[0].id, "%s", cfg->model_alias);
+        else model_id_from_path(cfg->model_path, a->slots[0].id, sizeof a->slots[0].id);
+    } else if (!scan_models_dir(a, cfg->models_dir)) {
+        free(a);
+        return 1;
+    }
+    for (int i = 0; i < a->n_slots; i++) {
+        model_slot *sl = &a->slots[i];
+        sl->load.progress = !a->multi;
+        sl->kv_mem = cfg->kv_mem;
+        sl->keep_until = -1;
+        if (use_cache) sl->load.cache_dir = a->cache_dir;
+        if (cfg->mem_limit && sl->state != SLOT_FAILED) { /* refuse what cannot fit before listening or loading anything */
+            char perr[512] = "";
+            if (!plan_memory(cfg, sl->path, a->multi, &sl->load, &sl->kv_mem, &sl->est_bytes, perr, sizeof perr)) {
+                if (!a->multi) {
+                    fprintf(stderr, "sparrow serve: %s\n", perr);
+                    free(a->slots);
+                    free(a);
+                    return 1;
+                }
+                fprintf(stderr, "sparrow serve: model '%s' will not be served: %s\n", sl->id, perr);
+                slot_fail_now(sl, perr);
+            }
+            if (a->multi) sl->load.lock_bytes = 0; /* several models: nothing locked */
         }
     }
 
@@ -1593,8 +2076,13 @@ int sp_app_run(const sp_app_config *cfg) {
     pthread_mutex_unlock(&g_sig_mu);
     const char *host = cfg->host ? cfg->host : "127.0.0.1";
     bool v6 = strchr(host, ':') != NULL, tls = cfg->tls_cert_file != NULL;
-    fprintf(stderr, "sparrow serve: listening on %s://%s%s%s:%d (model id '%s')\n", tls ? "https" : "http", v6 ? "[" : "",
-            host, v6 ? "]" : "", sp_http_port(a->http), a->model_id);
+    if (!a->multi)
+        fprintf(stderr, "sparrow serve: listening on %s://%s%s%s:%d (model id '%s')\n", tls ? "https" : "http", v6 ? "[" : "",
+                host, v6 ? "]" : "", sp_http_port(a->http), a->slots[0].id);
+    else
+        fprintf(stderr, "sparrow serve: listening on %s://%s%s%s:%d (%d models from %s, loaded on first use, at most %d "
+                        "at once)\n", tls ? "https" : "http", v6 ? "[" : "", host, v6 ? "]" : "", sp_http_port(a->http),
+                a->n_slots, cfg->models_dir, a->max_models);
     bool any = !strcmp(host, "0.0.0.0") || !strcmp(host, "::") || !strcmp(host, "[::]");
     if (any && cfg->n_api_keys == 0)
         fprintf(stderr,
@@ -1612,28 +2100,47 @@ int sp_app_run(const sp_app_config *cfg) {
                         "(--tls-cert and --tls-key serve HTTPS)\n");
 
     pthread_t loader;
-    pthread_create(&loader, NULL, loader_main, a);
+    if (a->multi) {
+        atomic_store(&a->ready, true);
+        pthread_create(&a->janitor, NULL, janitor_main, a);
+    } else {
+        pthread_create(&loader, NULL, loader_main, a);
+    }
     for (int i = 0; i < 2; i++) pthread_create(&a->prep_threads[i], NULL, prep_main, a);
 
     sp_http_run(a->http);
 
-    pthread_join(loader, NULL);
+    if (!a->multi) pthread_join(loader, NULL);
+    pthread_mutex_lock(&a->smu); /* prep threads waiting for a load give up */
+    a->squit = true;
+    pthread_cond_broadcast(&a->scv);
+    pthread_cond_broadcast(&a->jcv);
+    pthread_mutex_unlock(&a->smu);
     pthread_mutex_lock(&a->pmu);
     a->pquit = true;
     pthread_cond_broadcast(&a->pcv);
     pthread_mutex_unlock(&a->pmu);
     for (int i = 0; i < 2; i++) pthread_join(a->prep_threads[i], NULL);
+    if (a->multi) pthread_join(a->janitor, NULL);
     int rc = atomic_load(&a->load_failed) ? 1 : 0;
     pthread_mutex_lock(&g_sig_mu); /* a signal from here on exits at once */
     g_app = NULL;
     pthread_mutex_unlock(&g_sig_mu);
     sp_http_free(a->http);
-    sp_sched_free(a->sched);
-    sp_tmpl_free(a->tmpl);
-    sp_model_free(a->model);
+    for (int i = 0; i < a->n_slots; i++) {
+        model_slot *sl = &a->slots[i];
+        sp_sched_free(sl->sched);
+        sp_tmpl_free(sl->tmpl);
+        sp_model_free(sl->model);
+        free(sl->tmpl_src);
+    }
+    free(a->slots);
     sp_metrics_destroy(&a->metrics);
     pthread_mutex_destroy(&a->pmu);
     pthread_cond_destroy(&a->pcv);
+    pthread_mutex_destroy(&a->smu);
+    pthread_cond_destroy(&a->scv);
+    pthread_cond_destroy(&a->jcv);
     free(a);
     fprintf(stderr, "sparrow serve: stopped\n");
     return rc;

@@ -1,7 +1,9 @@
 /* server/app.h — the sparrow server application: the model, its scheduler and chat template, the
  * HTTP routes of the OpenAI-compatible API, and the metrics. `sparrow serve` (cli/serve.c) fills
- * sp_app_config and calls sp_app_run. The model loads on a background thread while the server
- * already answers (/health says 503 until it is ready). */
+ * sp_app_config and calls sp_app_run. One model (-m): it loads on a background thread while the
+ * server already answers (/health says 503 until it is ready). A models folder (--models-dir): every
+ * GGUF in it is served, each loaded on first use and unloaded least-recently-used or after its
+ * keep_alive; /health says 200 at once. */
 #ifndef SP_SERVER_APP_H
 #define SP_SERVER_APP_H
 
@@ -12,6 +14,10 @@
 typedef struct {
     const char *model_path;
     const char *model_alias;   /* the id clients send as `model` (default: file name without .gguf) */
+    const char *models_dir;    /* serve every *.gguf here (instead of model_path), loaded on first use */
+    int32_t max_models;        /* models_dir: loaded at once (<= 0: 2) */
+    double keep_alive_s;       /* models_dir: an idle model stays loaded this long (< 0: until evicted) */
+    bool keep_alive_set;       /* keep_alive_s given (else 300 s) */
     const char *host;
     int port;
     const char *const *api_keys;
