@@ -2038,7 +2038,12 @@ int sp_app_run(const sp_app_config *cfg) {
                 fprintf(stderr, "sparrow serve: model '%s' will not be served: %s\n", sl->id, perr);
                 slot_fail_now(sl, perr);
             }
-            if (a->multi) sl->load.lock_bytes = 0; /* several models: nothing locked */
+            if (a->multi && sl->state != SLOT_FAILED) { /* several models: nothing locked */
+                sl->est_bytes -= sl->load.lock_bytes;
+                sl->load.lock_bytes = 0;
+                fprintf(stderr, "sparrow serve: model '%s' owns about %.0f MiB loaded (of --mem-limit %.0f MiB)\n", sl->id,
+                        mib(sl->est_bytes), mib(cfg->mem_limit));
+            }
         }
     }
 

@@ -2,7 +2,8 @@
 # seeds) and one malformed file: the listings show all three; requests alternating between the two
 # answer exactly what a single-model server of each answers; with --max-models 1 each switch unloads
 # one and (re)loads the other, answers unchanged; the bad file gives a clean 500 and nothing else
-# suffers; unknown models 404; Ollama's keep_alive 0 unloads right after the request.
+# suffers; unknown models 404; Ollama's keep_alive 0 unloads right after the request; a --mem-limit
+# that holds one model makes the same swaps.
 source "$(dirname "$0")/common.sh"
 source "$(dirname "$0")/server_common.sh"
 D=$T/models
@@ -93,4 +94,18 @@ ta=$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["choices"][0]
 tb=$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["choices"][0]["text"])' "$T/cb" 2>&1)
 [ "$ta" = "$ref_a" ] && [ "$tb" = "$ref_b" ] && pass "--max-models 1, concurrent alpha + beta: both correct" ||
   fail "concurrent: a='$ta' b='$tb'"
+stop_servers
+
+# a --mem-limit that holds one of them (about 82 MiB each): the same, with --max-models at its default 2
+start_server mem --models-dir "$D" --mem-limit 130M || exit 1
+ok=1
+for m in alpha beta alpha; do
+  t=$(text_of $m)
+  want=$ref_a; [ $m = beta ] && want=$ref_b
+  [ "$t" = "$want" ] || { ok=0; fail "--mem-limit: $m answered '$t', want '$want'"; }
+done
+[ $ok = 1 ] && pass "--mem-limit for one model, alternating: answers unchanged"
+curl -s "$BASE/metrics" >"$T/metrics"
+[ "$(awk '$1 == "sparrow_model_unloads_total" {print $2}' "$T/metrics")" = 2 ] && pass "--mem-limit: 2 unloads" ||
+  fail "--mem-limit: $(grep -E 'model_(un)?loads' "$T/metrics")"
 finish
