@@ -151,6 +151,7 @@ struct rctx {
     model_slot *slot;        /* the model the request uses */
     bool holds_slot;         /* acquired (multi-model): released with the context */
     double keep_alive;       /* seconds the model stays loaded after this request (< 0: never) */
+    double load_s;           /* seconds spent loading the model for this request (Ollama's load_duration) */
 
     /* input */
     char *body;
@@ -482,7 +483,7 @@ static bool file_changed(const model_slot *sl) {
  * unloads least-recently-used idle models until --max-models and --mem-limit leave room (waiting
  * for a busy one to become idle when every loaded model is in use). false + e (the load's error,
  * or shutdown). */
-static bool slot_acquire(app_t *a, model_slot *sl, sp_oai_error *e) {
+static bool slot_acquire(app_t *a, model_slot *sl, sp_oai_error *e, double *load_s) {
     pthread_mutex_lock(&a->smu);
     for (;;) {
         if (a->squit || atomic_load(&a->stopping)) {
@@ -537,7 +538,9 @@ static bool slot_acquire(app_t *a, model_slot *sl, sp_oai_error *e) {
     char err[512] = "";
     struct stat st;
     bool have_st = stat(sl->path, &st) == 0;
+    double t0 = sp_now();
     bool ok = slot_load(a, sl, err, sizeof err);
+    *load_s = sp_now() - t0;
     pthread_mutex_lock(&a->smu);
     a->loading = false;
     if (ok) {
@@ -899,12 +902,12 @@ static void prep_apply_template(rctx *r) {
 
 static void prep_one(rctx *r) {
     if (r->app->multi && !r->holds_slot) { /* load the model when it is not (one load at a time) */
-        if (slot_acquire(r->app, r->slot, &r->err)) r->holds_slot = true;
+        if (slot_acquire(r->app, r->slot, &r->err, &r->load_s)) r->holds_slot = true;
         else r->failed = true;
     }
     if (r->failed) {
     } else if (r->ollama && r->oll.load_only) { /* Ollama's "load the model" (keep_alive 0: unload it) */
-        sp_ollama_stats st = {.done_reason = r->keep_alive == 0 ? "unload" : "load"};
+        sp_ollama_stats st = {.done_reason = r->keep_alive == 0 ? "unload" : "load", .load_ns = (int64_t)(r->load_s * 1e9)};
         r->result = sp_ollama_chunk(false, r->slot->ollama_name, "", 0, &st);
     } else switch (r->ep) {
     case EP_CHAT:
@@ -1152,7 +1155,7 @@ static sp_ollama_stats ollama_stats(const rctx *r, sp_finish f) {
     sp_ollama_stats st = {
         .done_reason = f == SP_FINISH_LENGTH ? "length" : "stop",
         .total_ns = (int64_t)((sp_now() - r->t_first) * 1e9),
-        .load_ns = 0, /* the model is loaded once, at start-up */
+        .load_ns = (int64_t)(r->load_s * 1e9), /* 0 unless this request loaded the model (--models-dir) */
         .prompt_eval_ns = (int64_t)((first - j->t_start) * 1e9),
         .eval_ns = (int64_t)((j->t_end - first) * 1e9),
         .prompt_eval_count = j->n_prompt_tokens - j->n_cached_tokens,

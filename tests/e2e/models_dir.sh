@@ -61,7 +61,7 @@ for _ in $(seq 1 40); do
 done
 [ $gone = 1 ] && pass "keep_alive 0: beta unloaded right after, alpha stays" || fail "keep_alive 0: /api/ps $(cat "$T/body")"
 s=$(curl -s -o "$T/body" -w '%{http_code}' -d '{"model":"beta","keep_alive":"10m"}' "$BASE/api/generate")
-check "Ollama empty prompt loads the model" 200 "$s" "j['done_reason'] == 'load'"
+check "Ollama empty prompt loads the model (load_duration)" 200 "$s" "j['done_reason'] == 'load' and j['load_duration'] > 0"
 s=$(req GET /api/ps); check "/api/ps: beta loaded again" 200 "$s" "'beta:latest' in [m['name'] for m in j['models']]"
 s=$(req POST /tokenize '{"model":"alpha","content":"Once"}'); check "tokenize picks the model" 200 "$s" "len(j['tokens']) >= 1"
 stop_servers
