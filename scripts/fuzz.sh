@@ -3,11 +3,14 @@
 # and run each for FUZZ_SECONDS (default 60) on a temporary copy of its seed corpus
 # tests/fuzz/corpus/NAME/ (the repository's corpus is never written to).
 #
-#   scripts/fuzz.sh            every target
+#   scripts/fuzz.sh            every target (gguf, request, tmpl, tok, chat: 5 x 60 s by default)
 #   scripts/fuzz.sh gguf tok   only fuzz_gguf and fuzz_tok
 #
+# Longer campaigns (a million executions, reproducers kept): scripts/fuzz-campaign.sh.
+#
 # Environment: FUZZ_SECONDS (per target), FUZZ_BUILD_DIR (default build-fuzz), FUZZ_JOBS (build
-# parallelism), FUZZ_ARGS (extra libFuzzer flags). Crash reproducers are kept in
+# parallelism), FUZZ_ARGS (extra libFuzzer flags), SPARROW_SHARED (the vocabularies and templates
+# fuzz_tok and fuzz_chat load; default ../shared next to the checkout). Crash reproducers are kept in
 # BUILD/crashes/NAME/ and the logs in BUILD/logs/NAME.log. Exit status: 0 when every target built
 # and ran clean, 1 when a build failed or a fuzzer found a crash, leak, timeout or out-of-memory.
 set -uo pipefail
@@ -16,6 +19,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 build=${FUZZ_BUILD_DIR:-$root/build-fuzz}
 seconds=${FUZZ_SECONDS:-60}
 jobs=${FUZZ_JOBS:-$(nproc 2>/dev/null || echo 2)}
+export SPARROW_SHARED=${SPARROW_SHARED:-$(cd "$root/.." && pwd)/shared}
 flags="-fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined -g -O1"
 
 command -v clang >/dev/null || { echo "fuzz.sh: clang not found" >&2; exit 1; }
