@@ -244,6 +244,8 @@ ev = [json.loads(e[6:]) for e in raw.split("\n\n")[:-2]]
 assert ev[-2]["choices"][0]["finish_reason"] == "length", ev[-2]
 assert ev[-1]["choices"] == [] and 0 < ev[-1]["usage"]["completion_tokens"] < 16000, ev[-1]
 PY
+# the counter moves when the server has finished the request, which may be just after curl saw [DONE]
+for _ in $(seq 1 40); do curl -s "$BASE/metrics" | grep -q '^sparrow_requests_timed_out_total 2$' && break; sleep 0.05; done
 curl -s "$BASE/metrics" | grep -q '^sparrow_requests_timed_out_total 2$' && pass "timeouts counted in /metrics" ||
   fail "timeouts: $(curl -s "$BASE/metrics" | grep timed_out)"
 grep -q 'length (request timeout)' "$T/rt.log" && pass "log line says request timeout" || fail "log: $(tail -3 "$T/rt.log")"
