@@ -247,6 +247,6 @@ PY
 # the counter moves when the server has finished the request, which may be just after curl saw [DONE]
 for _ in $(seq 1 40); do curl -s "$BASE/metrics" | grep -q '^sparrow_requests_timed_out_total 2$' && break; sleep 0.05; done
 curl -s "$BASE/metrics" | grep -q '^sparrow_requests_timed_out_total 2$' && pass "timeouts counted in /metrics" ||
-  fail "timeouts: $(curl -s "$BASE/metrics" | grep timed_out)"
+  fail "timeouts: $(curl -s "$BASE/metrics" | grep "^sparrow_requests_timed_out")"
 grep -q 'length (request timeout)' "$T/rt.log" && pass "log line says request timeout" || fail "log: $(tail -3 "$T/rt.log")"
 finish
